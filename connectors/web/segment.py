@@ -1,0 +1,151 @@
+"""Segment messages -> Touchpoints, so existing Segment client libraries send to us unchanged.
+
+Why the mapping is a pure function: the same code serves ``/v1/track`` and every element
+of ``/v1/batch``, and is unit-tested without a server. Field names (``userId``,
+``anonymousId``, ``messageId``, ``timestamp``, ``sentAt``, ``originalTimestamp``…) follow
+Segment's HTTP Tracking API spec.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.identifiers import lenient_identifiers
+
+SEGMENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+_FIXED_TYPES = {
+    "identify": "profile.identified",
+    "page": "page.viewed",
+    "screen": "screen.viewed",
+    "group": "group.joined",
+    "alias": "identity.aliased",
+}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class SegmentMessageError(ValueError):
+    """A Segment message that cannot become a touchpoint; ``field`` uses Segment's names."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def event_type(name: str) -> str:
+    """``"Order Completed"`` -> ``order.completed``; one word -> ``custom.<word>``."""
+    words = _WORD.findall(name.casefold())
+    if not words:
+        raise SegmentMessageError("event", "must contain letters or digits")
+    if len(words) == 1:
+        return f"custom.{words[0]}"[:64]
+    obj = "_".join(words[:-1])
+    if obj[0].isdigit():
+        obj = "e_" + obj
+    return f"{obj}.{words[-1]}"[:64]
+
+
+def _time(message: dict[str, Any], field: str) -> datetime | None:
+    raw = message.get(field)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise SegmentMessageError(field, "must be an ISO-8601 string")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise SegmentMessageError(field, f"not an ISO-8601 timestamp: {raw!r}") from None
+    if value.tzinfo is None:
+        raise SegmentMessageError(field, "needs a time zone offset (or Z)")
+    return value.astimezone(UTC)
+
+
+def occurred_at(message: dict[str, Any], received_at: datetime) -> datetime:
+    """Segment's clock-skew correction: receivedAt - (sentAt - originalTimestamp)."""
+    sent = _time(message, "sentAt")
+    original = _time(message, "originalTimestamp")
+    timestamp = _time(message, "timestamp")
+    if sent is not None and (original or timestamp) is not None:
+        base = original or timestamp
+        assert base is not None
+        return received_at - (sent - base)
+    return timestamp or original or received_at
+
+
+def _dict(message: dict[str, Any], field: str) -> dict[str, Any]:
+    value = message.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SegmentMessageError(field, "must be an object")
+    return value
+
+
+def _id(message: dict[str, Any], field: str) -> str | None:
+    value = message.get(field)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise SegmentMessageError(field, "must be a string")
+    return str(value)
+
+
+def to_touchpoint(
+    message: Any,
+    *,
+    received_at: datetime,
+    default_region: str,
+    message_type: str | None = None,
+) -> dict[str, Any]:
+    """Map one Segment message to the Touchpoint fields (validated later by ingest)."""
+    if not isinstance(message, dict):
+        raise SegmentMessageError("body", "each message must be a JSON object")
+    kind = message_type or message.get("type")
+    if kind not in SEGMENT_TYPES:
+        raise SegmentMessageError("type", f"must be one of {', '.join(SEGMENT_TYPES)}")
+    user_id, anonymous_id = _id(message, "userId"), _id(message, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise SegmentMessageError("userId", "userId or anonymousId is required")
+    context = _dict(message, "context")
+    traits = _dict(message, "traits") if kind in ("identify", "group") else {}
+    if not traits and isinstance(context.get("traits"), dict):
+        traits = context["traits"]
+    properties = _dict(message, "properties")
+    identifiers: dict[str, Any] = {}
+    if user_id is not None:
+        identifiers["user_id"] = user_id
+    if anonymous_id is not None:
+        identifiers["anonymous_id"] = anonymous_id
+    identifiers.update(
+        lenient_identifiers(
+            {"email": traits.get("email"), "phone": traits.get("phone")}, default_region
+        )
+    )
+    if kind == "track":
+        name = message.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise SegmentMessageError("event", "track needs an event name")
+        type_ = event_type(name)
+    else:
+        type_ = _FIXED_TYPES[kind]
+    segment = {"type": kind}
+    for field in ("event", "name", "category", "groupId", "previousId"):
+        if message.get(field) is not None:
+            segment[field] = message[field]
+    if message.get("integrations") is not None:
+        segment["integrations"] = message["integrations"]
+    return {
+        "message_id": _id(message, "messageId") or f"gen-{uuid.uuid4()}",
+        "channel": "web",
+        "type": type_,
+        "occurred_at": occurred_at(message, received_at),
+        "received_at": received_at,
+        "source": "segment",
+        "identifiers": identifiers,
+        "traits": traits,
+        "properties": properties,
+        "context": {**context, "segment": segment},
+    }

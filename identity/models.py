@@ -1,0 +1,67 @@
+"""Tables identity owns: unified profiles, the identifiers that point at them, counts.
+
+Why counts per channel live in their own table: two workers may add to the same profile at
+once; an ``INSERT … ON CONFLICT DO UPDATE SET count = count + n`` is atomic on both
+databases, where a JSON counter would need a read-modify-write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
+
+
+class Profile(Base):
+    """A unified customer profile derived from the event log."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (UniqueConstraint("workspace_id", "id", name="uq_profiles_workspace_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    traits: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    #: per trait, the ``occurred_at`` (ISO) of the event that set it: most recent wins
+    trait_times: Mapped[dict[str, str]] = mapped_column(JsonDoc)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    merged_into: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class ProfileIdentifier(Base):
+    """One normalized identifier (kind, value) and the profile it belongs to."""
+
+    __tablename__ = "profile_identifiers"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "kind", "value", name="uq_identifiers_value"),
+        Index("ix_identifiers_profile", "profile_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(256))
+    profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ProfileChannelCount(Base):
+    """How many events a profile has per channel."""
+
+    __tablename__ = "profile_channel_counts"
+
+    workspace_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("workspaces.id"), primary_key=True
+    )
+    profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

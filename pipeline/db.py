@@ -1,0 +1,147 @@
+"""Database engine and sessions for SQLite (embedded default) and PostgreSQL.
+
+Why the SQLite set-up looks like this: several processes (API, worker, scheduler) share one
+file, so it runs in WAL mode (readers never block the writer) with a busy timeout, and
+every *write* transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front,
+so a transaction that read a row can never be refused the lock later (SQLite's classic
+``database is locked`` upgrade deadlock). Read-only sessions use a plain ``BEGIN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+#: Auto-increment big integer that stays SQLite's fast rowid alias.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+#: JSON everywhere, JSONB on PostgreSQL.
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always returned aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every package's tables (one metadata, one migration)."""
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_db_engine(database_url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """An engine configured for the hub's concurrency model (see the module docstring)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            from pathlib import Path
+
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"timeout": 60, "isolation_level": None, "check_same_thread": False},
+        )
+        _configure_sqlite(engine, sqlite_synchronous)
+        return engine
+    return create_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+    )
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")  # validated in settings
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("ecrm_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@dataclass(frozen=True)
+class Database:
+    """One engine plus the two session factories every process uses."""
+
+    engine: Engine
+    _reader: sessionmaker[Session]
+    _writer: sessionmaker[Session]
+
+    @classmethod
+    def connect(cls, database_url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+        engine = create_db_engine(database_url, sqlite_synchronous=sqlite_synchronous)
+        writer_engine = engine.execution_options(ecrm_write=True)
+        return cls(
+            engine=engine,
+            _reader=sessionmaker(engine, expire_on_commit=False),
+            _writer=sessionmaker(writer_engine, expire_on_commit=False),
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction: committed on success, rolled back on error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only (never takes SQLite's write lock)."""
+        with self._reader() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def dialect_insert(session: Session) -> Any:
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing``/``_do_update``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

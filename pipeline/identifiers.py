@@ -1,0 +1,98 @@
+"""Identifier normalization: one spelling per real-world identifier.
+
+Why here, in the pipeline: the event log stores identifiers already normalized, so every
+consumer (identity resolution, lookups, rules) compares like with like and nothing
+downstream needs to know how a connector spelled a phone number.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+
+from pipeline.errors import ValidationError
+
+#: The kinds the hub knows. Any other kind matching ``CUSTOM_KIND_RE`` is accepted as-is
+#: (trimmed), so a business can add its own (``membership_no``) without a code change.
+KNOWN_KINDS = (
+    "user_id",
+    "customer_id",
+    "email",
+    "phone",
+    "loyalty_card",
+    "anonymous_id",
+    "device_id",
+)
+CUSTOM_KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_VALUE_LENGTH = 256
+
+
+def normalize_email(value: str) -> str:
+    """Trim and case-fold an address; reject what cannot be an address."""
+    email = value.strip().casefold()
+    if not _EMAIL_RE.match(email):
+        raise ValueError(f"not an email address: {value!r}")
+    return email
+
+
+@lru_cache(maxsize=65536)
+def normalize_phone(value: str, default_region: str) -> str:
+    """E.164 (``+14155550123``); numbers without a country code use ``default_region``."""
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {value!r} ({exc})") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError(f"not a possible phone number: {value!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_identifier(kind: str, value: object, default_region: str) -> str:
+    """Normalize one identifier; raise ``ValueError`` saying why it is unusable."""
+    if not CUSTOM_KIND_RE.match(kind):
+        raise ValueError(f"identifier kind must match {CUSTOM_KIND_RE.pattern}, got {kind!r}")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"identifier value must be a string, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise ValueError("identifier value is empty")
+    if len(text) > MAX_VALUE_LENGTH:
+        raise ValueError(f"identifier value longer than {MAX_VALUE_LENGTH} characters")
+    if kind == "email":
+        return normalize_email(text)
+    if kind == "phone":
+        return normalize_phone(text, default_region)
+    return text
+
+
+def normalize_identifiers(
+    identifiers: dict[str, object], default_region: str, *, field: str = "identifiers"
+) -> dict[str, str]:
+    """Normalize every identifier; the first unusable one raises ``ValidationError``."""
+    out: dict[str, str] = {}
+    for kind, value in identifiers.items():
+        try:
+            out[kind] = normalize_identifier(kind, value, default_region)
+        except ValueError as exc:
+            raise ValidationError(f"{field}.{kind}", str(exc)) from None
+    return out
+
+
+def lenient_identifiers(candidates: dict[str, object], default_region: str) -> dict[str, str]:
+    """Normalize identifiers a connector found in free-form data (e.g. ``traits.email``).
+
+    Unlike explicit identifiers these are hints: an unusable one is skipped, not a reason
+    to refuse the event (it stays in the traits as the customer wrote it).
+    """
+    out: dict[str, str] = {}
+    for kind, value in candidates.items():
+        if value is None:
+            continue
+        try:
+            out[kind] = normalize_identifier(kind, value, default_region)
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,119 @@
+"""Ingest: validate, normalize and append touchpoints to the event log, idempotently.
+
+Why per-event results: a connector hands over many events at once and one bad neighbour
+must never cost the others; every event comes back ``accepted``, ``duplicate`` (its
+``message_id`` is already in the log, so re-sending never double-counts) or ``rejected``
+with the field and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+from sqlalchemy.orm import Session
+
+from pipeline.db import dialect_insert
+from pipeline.envelope import Touchpoint
+from pipeline.errors import ValidationError
+from pipeline.identifiers import normalize_identifiers
+from pipeline.models import EVENT_PENDING, Event
+
+Outcome = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What became of one event handed to :func:`ingest`."""
+
+    index: int
+    message_id: str | None
+    status: Outcome
+    field: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.message_id is not None:
+            out["message_id"] = self.message_id
+        if self.field is not None:
+            out["field"] = self.field
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+def _pydantic_problem(error: pydantic.ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    return field, first["msg"]
+
+
+def ingest(
+    session: Session,
+    touchpoints: Iterable[Touchpoint | Mapping[str, Any]],
+    *,
+    workspace_id: str,
+    default_region: str,
+) -> list[IngestResult]:
+    """Append valid, new touchpoints to the event log in the caller's transaction.
+
+    The caller commits; the relay then batches and queues the new events (they are
+    written with ``batch_id`` NULL, which is the outbox).
+    """
+    results: list[IngestResult | None] = []
+    rows: list[dict[str, Any]] = []
+    row_index: dict[str, int] = {}
+    for index, item in enumerate(touchpoints):
+        message_id = item.message_id if isinstance(item, Touchpoint) else _raw_id(item)
+        try:
+            touchpoint = item if isinstance(item, Touchpoint) else Touchpoint.model_validate(item)
+            identifiers = normalize_identifiers(touchpoint.identifiers, default_region)
+        except pydantic.ValidationError as exc:
+            field, reason = _pydantic_problem(exc)
+            results.append(IngestResult(index, message_id, "rejected", field, reason))
+            continue
+        except ValidationError as exc:
+            results.append(IngestResult(index, message_id, "rejected", exc.field, exc.message))
+            continue
+        if touchpoint.message_id in row_index:
+            results.append(IngestResult(index, touchpoint.message_id, "duplicate"))
+            continue
+        row_index[touchpoint.message_id] = index
+        results.append(None)
+        rows.append(
+            {
+                "workspace_id": workspace_id,
+                "message_id": touchpoint.message_id,
+                "channel": touchpoint.channel.value,
+                "type": touchpoint.type,
+                "occurred_at": touchpoint.occurred_at,
+                "received_at": touchpoint.received_at,
+                "source": touchpoint.source,
+                "identifiers": identifiers,
+                "traits": touchpoint.traits,
+                "properties": touchpoint.properties,
+                "context": touchpoint.context,
+                "status": EVENT_PENDING,
+                "attempts": 0,
+            }
+        )
+    inserted: set[str] = set()
+    if rows:
+        stmt = (
+            dialect_insert(session)(Event)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+            .returning(Event.message_id)
+        )
+        inserted = set(session.execute(stmt, rows).scalars())
+    for message_id, index in row_index.items():
+        status: Outcome = "accepted" if message_id in inserted else "duplicate"
+        results[index] = IngestResult(index, message_id, status)
+    return [r for r in results if r is not None]
+
+
+def _raw_id(item: Mapping[str, Any]) -> str | None:
+    value = item.get("message_id")
+    return value if isinstance(value, str) else None

@@ -1,0 +1,212 @@
+"""Settings: every ``ECRM_*`` environment variable, read once into one frozen object.
+
+Why one object: each process (API, worker, scheduler) must agree on the database, the
+broker and the secrets, so all of them call :func:`load_settings` at start-up and pass the
+result down. Nothing reads the environment later and nothing connects at import time.
+A missing or malformed value raises :class:`SettingsError` with one line naming the
+variable, which the CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from pipeline.errors import SettingsError
+
+DEFAULT_WORKSPACE = "default"
+_WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "sqla+sqlite", "memory")
+_SECRET_NAMES = {"write_keys", "admin_token"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one hub process."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    write_keys: Mapping[str, str] = field(repr=False)  # write key -> workspace id
+    admin_token: str | None = field(repr=False)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    default_region: str = "US"
+    batch_size: int = 500
+    batch_lease_seconds: float = 120.0
+    relay_interval_seconds: float = 2.0
+    worker_concurrency: int = 1
+    sqlite_synchronous: str = "NORMAL"
+    max_request_bytes: int = 512 * 1024
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on the embedded default (SQLite database)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        """True when the broker is the durable SQLite file in ``ECRM_HOME``."""
+        return self.broker_url.startswith("sqla+sqlite")
+
+    def masked(self) -> dict[str, str]:
+        """The settings as strings with secrets and passwords hidden, for ``ecrm config``."""
+        out: dict[str, str] = {}
+        for name in self.__dataclass_fields__:
+            value: Any = getattr(self, name)
+            if name == "write_keys":
+                text = ", ".join(f"{_mask(k)} -> {ws}" for k, ws in value.items()) or "(none)"
+            elif name == "admin_token":
+                text = _mask(value) if value else "(none)"
+            elif name in ("database_url", "broker_url"):
+                text = _hide_password(value)
+            else:
+                text = str(value)
+            out[f"ECRM_{name.upper()}"] = text
+        return out
+
+
+def _mask(secret: str) -> str:
+    return secret[:3] + "…" + f"({len(secret)} chars)" if len(secret) > 6 else "***"
+
+
+def _hide_password(url: str) -> str:
+    prefix = "sqla+" if url.startswith("sqla+") else ""
+    try:
+        return prefix + make_url(url.removeprefix(prefix)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < low:
+        raise SettingsError(f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def parse_write_keys(raw: str) -> dict[str, str]:
+    """``KEY`` or ``WORKSPACE:KEY`` entries, comma-separated -> {key: workspace}."""
+    keys: dict[str, str] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        workspace, sep, key = entry.rpartition(":")
+        workspace = workspace if sep else DEFAULT_WORKSPACE
+        if not _WORKSPACE_RE.match(workspace):
+            raise SettingsError(f"ECRM_WRITE_KEYS: bad workspace name {workspace!r}")
+        if len(key) < 8:
+            raise SettingsError("ECRM_WRITE_KEYS: each write key needs at least 8 characters")
+        keys[key] = workspace
+    return keys
+
+
+def normalize_database_url(url: str) -> str:
+    """Validate a database URL and pick the psycopg 3 driver for plain ``postgresql://``."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError(f"ECRM_DATABASE_URL is not a database URL: {url!r}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError("ECRM_DATABASE_URL must be sqlite:///FILE or postgresql://…")
+    return parsed.render_as_string(hide_password=False)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``ECRM_*`` variables (from ``environ`` or the process environment)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("ECRM_HOME") or ".ecrm").expanduser().absolute()
+    database_url = normalize_database_url(
+        env.get("ECRM_DATABASE_URL") or f"sqlite:///{home / 'hub.sqlite'}"
+    )
+    broker_url = env.get("ECRM_BROKER_URL") or f"sqla+sqlite:///{home / 'broker.sqlite'}"
+    if not broker_url.startswith(tuple(s + "://" for s in _BROKER_SCHEMES)):
+        raise SettingsError(
+            f"ECRM_BROKER_URL must start with one of {', '.join(_BROKER_SCHEMES)}://, "
+            f"got {_hide_password(broker_url)!r}"
+        )
+    region = (env.get("ECRM_DEFAULT_REGION") or "US").upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise SettingsError(f"ECRM_DEFAULT_REGION must be an ISO country code, got {region!r}")
+    sync = (env.get("ECRM_SQLITE_SYNCHRONOUS") or "NORMAL").upper()
+    if sync not in ("NORMAL", "FULL"):
+        raise SettingsError("ECRM_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+    return Settings(
+        home=home,
+        database_url=database_url,
+        broker_url=broker_url,
+        write_keys=parse_write_keys(env.get("ECRM_WRITE_KEYS", "")),
+        admin_token=env.get("ECRM_ADMIN_TOKEN") or None,
+        http_host=env.get("ECRM_HTTP_HOST") or "127.0.0.1",
+        http_port=_int(env, "ECRM_HTTP_PORT", 8000, 1, 65535),
+        default_region=region,
+        batch_size=_int(env, "ECRM_BATCH_SIZE", 500, 1, 10_000),
+        batch_lease_seconds=_float(env, "ECRM_BATCH_LEASE_SECONDS", 120.0, 1.0),
+        relay_interval_seconds=_float(env, "ECRM_RELAY_INTERVAL_SECONDS", 2.0, 0.1),
+        worker_concurrency=_int(env, "ECRM_WORKER_CONCURRENCY", 1, 1, 256),
+        sqlite_synchronous=sync,
+        max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
+        log_level=(env.get("ECRM_LOG_LEVEL") or "INFO").upper(),
+        log_json=(env.get("ECRM_LOG_FORMAT") or "console").lower() == "json",
+    )
+
+
+def with_local_credentials(settings: Settings) -> Settings:
+    """Fill in a write key and admin token the embedded default generates for itself.
+
+    A first-time user should not have to invent secrets, yet the API must never run open.
+    Missing values are generated once into ``ECRM_HOME/credentials`` (mode 0600) and reused;
+    values from the environment always win.
+    """
+    if settings.write_keys and settings.admin_token:
+        return settings
+    path = settings.home / "credentials"
+    stored: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition("=")
+            stored[name.strip()] = value.strip()
+    if "ECRM_WRITE_KEYS" not in stored or "ECRM_ADMIN_TOKEN" not in stored:
+        stored.setdefault("ECRM_WRITE_KEYS", "wk_" + secrets.token_urlsafe(18))
+        stored.setdefault("ECRM_ADMIN_TOKEN", "adm_" + secrets.token_urlsafe(24))
+        settings.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(f"{k}={v}\n" for k, v in stored.items()))
+    return replace(
+        settings,
+        write_keys=settings.write_keys or parse_write_keys(stored["ECRM_WRITE_KEYS"]),
+        admin_token=settings.admin_token or stored["ECRM_ADMIN_TOKEN"],
+    )

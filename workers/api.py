@@ -1,0 +1,301 @@
+"""The HTTP API (FastAPI): tracking routes, admin routes for events and profiles, health.
+
+Why it lives in ``workers``: this module only wires routes to domain functions and maps
+errors to ``application/problem+json``; the logic sits in ``pipeline``, ``identity`` and
+``connectors``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from connectors.web import SegmentMessageError, to_touchpoint
+from identity.views import find_profile_id, profile_view
+from pipeline import IngestResult, ingest, utcnow
+from pipeline.events import event_view, get_event, list_events
+from pipeline.metrics import IngestMetrics
+from pipeline.models import EVENT_STATUSES
+from pipeline.schema import ensure_workspaces
+from workers.celery_app import configure
+from workers.relay_trigger import RelayTrigger
+from workers.runtime import Runtime
+
+PROBLEM = "application/problem+json"
+MAX_BATCH_MESSAGES = 2500
+
+
+class Problem(Exception):
+    """An HTTP error answered as problem+json, naming the offending field."""
+
+    def __init__(self, status: int, title: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.field = status, title, detail, field
+        self.extra: dict[str, Any] = {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"type": "about:blank", "title": self.title}
+        body.update(status=self.status, detail=self.detail)
+        if self.field:
+            body["field"] = self.field
+        body.update(self.extra)
+        headers = {"WWW-Authenticate": "Basic"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, media_type=PROBLEM, headers=headers)
+
+
+def _match_secret(candidate: str, secrets: dict[str, str]) -> str | None:
+    """Constant-time lookup: compares against every configured secret."""
+    found = None
+    for secret, owner in secrets.items():
+        if hmac.compare_digest(candidate.encode(), secret.encode()):
+            found = owner
+    return found
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the API for one runtime (one process)."""
+    settings, db = runtime.settings, runtime.db
+    metrics = IngestMetrics(db)
+    relay = RelayTrigger(runtime)
+    celery = configure(settings)
+    admin = {settings.admin_token: "default"} if settings.admin_token else {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ensure_workspaces(db, set(settings.write_keys.values()))
+        relay.start()
+        yield
+        relay.stop()
+
+    app = FastAPI(title="ecrm-hub", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
+            raise Problem(413, "Payload Too Large", f"body over {settings.max_request_bytes} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > settings.max_request_bytes:
+                raise Problem(
+                    413, "Payload Too Large", f"body over {settings.max_request_bytes} bytes"
+                )
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            raw = bytearray(_gunzip(bytes(raw), settings.max_request_bytes))
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, "Malformed JSON", f"body is not valid JSON: {exc}", "body") from None
+
+    def workspace_for_write(request: Request, body: Any) -> str:
+        candidate = ""
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(header[6:], validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise Problem(401, "Unauthorized", "malformed Basic credentials") from None
+            candidate = decoded.partition(":")[0]
+        elif isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+            candidate = body["writeKey"]
+        if not candidate:
+            raise Problem(401, "Unauthorized", "write key missing (HTTP Basic username)")
+        workspace = _match_secret(candidate, dict(settings.write_keys))
+        if workspace is None:
+            raise Problem(401, "Unauthorized", "unknown write key")
+        return workspace
+
+    def workspace_for_admin(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        workspace = _match_secret(token, admin) if token else None
+        if workspace is None:
+            raise Problem(401, "Unauthorized", "admin bearer token missing or wrong")
+        return workspace
+
+    def store(workspace: str, touchpoints: list[dict[str, Any]]) -> list[IngestResult]:
+        with db.write() as session:
+            results = ingest(
+                session, touchpoints, workspace_id=workspace, default_region=settings.default_region
+            )
+        for result, touchpoint in zip(results, touchpoints, strict=True):
+            if result.status == "accepted":
+                metrics.accepted.labels(touchpoint.get("channel", "?")).inc()
+            elif result.status == "duplicate":
+                metrics.duplicates.inc()
+            else:
+                metrics.rejected.inc()
+        if any(r.status == "accepted" for r in results):
+            relay.notify()
+        return results
+
+    def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
+        async def route(request: Request) -> JSONResponse:
+            body = await read_json(request)
+            workspace = workspace_for_write(request, body)
+            received = utcnow()
+            if message_type == "batch":
+                return await _batch(workspace, body, received)
+            try:
+                touchpoint = to_touchpoint(
+                    body,
+                    received_at=received,
+                    default_region=settings.default_region,
+                    message_type=message_type,
+                )
+            except SegmentMessageError as exc:
+                raise Problem(400, "Invalid event", exc.reason, exc.field) from None
+            [result] = await run_in_threadpool(store, workspace, [touchpoint])
+            if result.status == "rejected":
+                raise Problem(400, "Invalid event", result.reason or "", result.field)
+            return JSONResponse({"success": True, "status": result.status})
+
+        return route
+
+    async def _batch(workspace: str, body: Any, received: datetime) -> JSONResponse:
+        if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+            raise Problem(400, "Invalid batch", "body needs a 'batch' array", "batch")
+        messages = body["batch"]
+        if len(messages) > MAX_BATCH_MESSAGES:
+            raise Problem(413, "Payload Too Large", f"at most {MAX_BATCH_MESSAGES} messages")
+        shared_context = body.get("context") if isinstance(body.get("context"), dict) else {}
+        touchpoints: list[dict[str, Any]] = []
+        positions: list[int] = []
+        rejected: list[dict[str, Any]] = []
+        for index, message in enumerate(messages):
+            if isinstance(message, dict) and shared_context:
+                message = {**message, "context": {**shared_context, **message.get("context", {})}}
+            try:
+                touchpoints.append(
+                    to_touchpoint(
+                        message, received_at=received, default_region=settings.default_region
+                    )
+                )
+                positions.append(index)
+            except SegmentMessageError as exc:
+                rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
+        results = await run_in_threadpool(store, workspace, touchpoints) if touchpoints else []
+        accepted = sum(r.status == "accepted" for r in results)
+        duplicates = sum(r.status == "duplicate" for r in results)
+        for result, index in zip(results, positions, strict=True):
+            if result.status == "rejected":
+                rejected.append({"index": index, "field": result.field, "reason": result.reason})
+        metrics.rejected.inc(len(rejected) - sum(r.status == "rejected" for r in results))
+        rejected.sort(key=lambda item: item["index"])
+        if rejected and accepted + duplicates == 0:
+            problem = Problem(400, "Invalid batch", "no message in the batch was valid", "batch")
+            problem.extra["rejected"] = rejected
+            raise problem
+        return JSONResponse(
+            {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+        )
+
+    for name in ("track", "identify", "page", "screen", "group", "alias", "batch"):
+        app.add_api_route(f"/v1/{name}", tracking_route(name), methods=["POST"], name=name)
+    app.add_api_route("/v1/import", tracking_route("batch"), methods=["POST"], name="import")
+
+    @app.get("/v1/events/{message_id}")
+    def get_one_event(message_id: str, request: Request) -> dict[str, Any]:
+        workspace = workspace_for_admin(request)
+        with db.read() as session:
+            event = get_event(session, workspace, message_id)
+            if event is None:
+                raise Problem(404, "Not Found", f"no event {message_id!r}", "message_id")
+            return event_view(event)
+
+    @app.get("/v1/events")
+    def get_events(
+        request: Request, status: str | None = None, after: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        workspace = workspace_for_admin(request)
+        if status is not None and status not in EVENT_STATUSES:
+            raise Problem(400, "Invalid query", f"status must be one of {EVENT_STATUSES}", "status")
+        if not 1 <= limit <= 1000:
+            raise Problem(400, "Invalid query", "limit must be 1..1000", "limit")
+        with db.read() as session:
+            events = list_events(session, workspace, status=status, after_id=after, limit=limit)
+            items = [event_view(e) for e in events]
+            cursor = events[-1].id if len(events) == limit else None
+        return {"events": items, "next_after": cursor}
+
+    @app.get("/v1/profiles/{profile_id}")
+    def get_profile(profile_id: str, request: Request) -> dict[str, Any]:
+        workspace = workspace_for_admin(request)
+        with db.read() as session:
+            view = profile_view(session, workspace, profile_id)
+        if view is None:
+            raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
+        return view
+
+    @app.get("/v1/profiles")
+    def find_profile(request: Request, identifier: str = "") -> dict[str, Any]:
+        workspace = workspace_for_admin(request)
+        kind, sep, value = identifier.partition(":")
+        if not sep or not kind or not value:
+            raise Problem(400, "Invalid query", "use identifier=KIND:VALUE", "identifier")
+        with db.read() as session:
+            try:
+                found = find_profile_id(session, workspace, kind, value, settings.default_region)
+            except ValueError as exc:
+                raise Problem(400, "Invalid query", str(exc), "identifier") from None
+            view = profile_view(session, workspace, found) if found else None
+        if view is None:
+            raise Problem(404, "Not Found", f"no profile with {kind}:{value}", "identifier")
+        return view
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        checks = {"database": "ok", "broker": "ok"}
+        try:
+            with db.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            with celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=3)
+        except Exception as exc:
+            checks["broker"] = f"error: {type(exc).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", **checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing one that inflates past ``limit`` (zip bombs)."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(raw, limit + 1)
+    except zlib.error:
+        raise Problem(400, "Malformed body", "body is not valid gzip", "body") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise Problem(413, "Payload Too Large", f"decompressed body over {limit} bytes")
+    return out
+
+
+__all__ = ["create_app", "gzip"]

@@ -1,0 +1,274 @@
+"""The ``ecrm`` command line: start-up of every process, plus operator commands.
+
+Why ``ecrm run`` supervises children instead of threads: the API and the worker each get a
+core (the GIL would put them on one), and each child is tied to the parent with
+``PR_SET_PDEATHSIG`` so that killing ``ecrm run`` (even with ``kill -9``) kills them too.
+Any error the hub raises on purpose is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from pipeline import HubError, load_settings
+from workers.runtime import Runtime, build_runtime, set_runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """Turn a HubError into ``ecrm: <reason>`` on stderr and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HubError as exc:
+            click.echo(f"ecrm: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _runtime(migrate: bool = False) -> Runtime:
+    runtime = build_runtime(load_settings())
+    set_runtime(runtime)
+    if migrate:
+        from pipeline.schema import ensure_workspaces, upgrade
+
+        upgrade(runtime.db)
+        ensure_workspaces(runtime.db, set(runtime.settings.write_keys.values()))
+    return runtime
+
+
+@click.group()
+def main() -> None:
+    """ecrm-hub: omnichannel touchpoint integration hub."""
+
+
+@main.command()
+@one_line_errors
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    settings = _runtime().settings
+    for name, value in settings.masked().items():
+        click.echo(f"{name:32} {value}")
+    click.echo(f"{'credentials file':32} {settings.home / 'credentials'}")
+
+
+@main.command()
+@one_line_errors
+def init() -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    runtime = _runtime(migrate=True)
+    click.echo(f"database ready: {runtime.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command()
+@one_line_errors
+def serve() -> None:
+    """Run the HTTP API (uvicorn); applies pending migrations first."""
+    import uvicorn
+
+    from workers.api import create_app
+
+    runtime = _runtime(migrate=True)
+    settings = runtime.settings
+    uvicorn.run(
+        create_app(runtime),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@main.command()
+@click.option("--beat", is_flag=True, help="Also run the scheduler in this process.")
+@one_line_errors
+def worker(beat: bool) -> None:
+    """Run a Celery worker consuming every queue."""
+    from workers.celery_app import QUEUES, configure
+
+    runtime = _runtime(migrate=True)
+    settings = runtime.settings
+    app = configure(settings)
+    argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel", settings.log_level]
+    if settings.worker_concurrency == 1:
+        argv += ["--pool", "solo"]
+    else:
+        argv += ["--pool", "prefork", "--concurrency", str(settings.worker_concurrency)]
+    if beat:
+        argv += ["--beat", "--schedule", str(settings.home / "beat-schedule")]
+    app.worker_main(argv)
+
+
+@main.command()
+@one_line_errors
+def scheduler() -> None:
+    """Run the periodic jobs (outbox relay and sweep) with Celery beat."""
+    from workers.celery_app import configure
+
+    runtime = _runtime(migrate=True)
+    app = configure(runtime.settings)
+    app.start(
+        [
+            "beat",
+            "--loglevel",
+            runtime.settings.log_level,
+            "--schedule",
+            str(runtime.settings.home / "beat-schedule"),
+        ]
+    )
+
+
+def _die_with_parent() -> None:
+    """Child side of ``ecrm run``: get SIGKILL when the parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    """Start ``ecrm ARGS`` as a child tied to this process's life."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", *args], preexec_fn=_die_with_parent
+    )
+
+
+def supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait until Ctrl-C/SIGTERM or a child exits, then stop all children cleanly."""
+    stopping = False
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                code = child.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return code
+
+
+@main.command()
+@one_line_errors
+def run() -> None:
+    """API + worker + scheduler in one command (the embedded default)."""
+    runtime = _runtime(migrate=True)
+    settings = runtime.settings
+    click.echo(
+        f"ecrm-hub on http://{settings.http_host}:{settings.http_port} "
+        f"(data in {settings.home}; write key and admin token in {settings.home / 'credentials'})"
+    )
+    runtime.db.dispose()
+    sys.exit(supervise([spawn("serve"), spawn("worker", "--beat")]))
+
+
+@main.group()
+def events() -> None:
+    """Inspect and replay the event log."""
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"needs a time zone (e.g. {value}+00:00)")
+    return parsed
+
+
+@events.command("failed")
+@click.option("--workspace", default="default", show_default=True)
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@one_line_errors
+def events_failed(workspace: str, limit: int, as_json: bool) -> None:
+    """List events that failed processing, with their errors."""
+    from pipeline.events import event_view, list_events
+
+    runtime = _runtime(migrate=True)
+    with runtime.db.read() as session:
+        rows = list_events(session, workspace, status="failed", limit=limit)
+        views = [event_view(e) for e in rows]
+    for view in views:
+        if as_json:
+            click.echo(json.dumps(view, default=str))
+        else:
+            click.echo(f"{view['received_at']}  {view['message_id']}  {view['error']}")
+    if not as_json:
+        click.echo(f"{len(views)} failed event(s)")
+
+
+@events.command("replay")
+@click.argument("message_ids", nargs=-1)
+@click.option("--workspace", default="default", show_default=True)
+@click.option("--since", help="Only events received at or after this ISO time.")
+@click.option("--until", help="Only events received before this ISO time.")
+@click.option("--all-failed", is_flag=True, help="Every failed event (with --since/--until).")
+@one_line_errors
+def events_replay(
+    message_ids: tuple[str, ...],
+    workspace: str,
+    since: str | None,
+    until: str | None,
+    all_failed: bool,
+) -> None:
+    """Send failed events back for processing (already processed ones are skipped)."""
+    from pipeline.events import replay
+
+    if not (message_ids or since or until or all_failed):
+        raise click.UsageError("name message ids, a --since/--until range, or --all-failed")
+    runtime = _runtime(migrate=True)
+    with runtime.db.write() as session:
+        result = replay(
+            session,
+            workspace,
+            message_ids=list(message_ids) or None,
+            since=_parse_time(since),
+            until=_parse_time(until),
+            status=None if message_ids else "failed",
+        )
+    click.echo(
+        f"requeued {result.requeued}; skipped {result.skipped_processed} already processed, "
+        f"{result.skipped_pending} still pending"
+    )
+
+
+from workers.commands import register as _register_more  # noqa: E402
+
+_register_more(main)
+
+if __name__ == "__main__":
+    main()
