@@ -8,9 +8,9 @@ databases, where a JSON counter would need a read-modify-write.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
@@ -65,3 +65,9 @@ class ProfileChannelCount(Base):
     profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+#: Core tables for bulk statements (typed for mypy).
+PROFILES = cast(Table, Profile.__table__)
+IDENTIFIERS = cast(Table, ProfileIdentifier.__table__)
+CHANNEL_COUNTS = cast(Table, ProfileChannelCount.__table__)

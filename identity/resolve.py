@@ -24,7 +24,13 @@ from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
-from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
+from identity.models import (
+    CHANNEL_COUNTS,
+    IDENTIFIERS,
+    PROFILES,
+    Profile,
+    ProfileIdentifier,
+)
 from pipeline import StoredEvent, TransientError, dialect_insert, utcnow
 
 #: Which identifier decides the profile when an event carries several.
@@ -171,7 +177,7 @@ def _insert_profiles(
                 "updated_at": now,
             }
         )
-    session.execute(Profile.__table__.insert(), rows)
+    session.execute(PROFILES.insert(), rows)
 
 
 def _insert_identifiers(
@@ -183,7 +189,7 @@ def _insert_identifiers(
         {"workspace_id": workspace_id, "kind": kind, "value": value, **data}
         for (kind, value), data in sorted(new_keys.items())
     ]
-    table = ProfileIdentifier.__table__
+    table = IDENTIFIERS
     stmt = (
         dialect_insert(session)(table)
         .on_conflict_do_nothing(index_elements=["workspace_id", "kind", "value"])
@@ -229,7 +235,7 @@ def _update_profiles(
                 "now": now,
             }
         )
-    table = Profile.__table__
+    table = PROFILES
     session.execute(
         update(table)
         .where(table.c.id == bindparam("pid"))
@@ -248,7 +254,7 @@ def _update_profiles(
 def _touch_identifiers(session: Session, workspace_id: str, seen: dict[Key, datetime]) -> None:
     if not seen:
         return
-    table = ProfileIdentifier.__table__
+    table = IDENTIFIERS
     session.execute(
         update(table)
         .where(
@@ -269,9 +275,9 @@ def _add_channel_counts(session: Session, workspace_id: str, deltas: dict[str, _
     ]
     if not rows:
         return
-    stmt = dialect_insert(session)(ProfileChannelCount.__table__)
+    stmt = dialect_insert(session)(CHANNEL_COUNTS)
     stmt = stmt.on_conflict_do_update(
         index_elements=["workspace_id", "profile_id", "channel"],
-        set_={"count": ProfileChannelCount.__table__.c.count + stmt.excluded.count},
+        set_={"count": CHANNEL_COUNTS.c.count + stmt.excluded.count},
     )
     session.execute(stmt, rows)

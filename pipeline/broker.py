@@ -51,7 +51,7 @@ class SQLiteChannel(kombu_sqla.Channel):  # type: ignore[misc]
 
         return engine
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         obj = self._get_or_create(queue)
         self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:

@@ -135,6 +135,5 @@ def recent_batch_latency(session: Session, limit: int = 200) -> float | None:
         .order_by(Batch.id.desc())
         .limit(limit)
     ).all()
-    if not rows:
-        return None
-    return sum((done - created).total_seconds() for created, done in rows) / len(rows)
+    spans = [(done - created).total_seconds() for created, done in rows if done is not None]
+    return sum(spans) / len(spans) if spans else None

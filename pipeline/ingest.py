@@ -19,7 +19,7 @@ from pipeline.db import dialect_insert
 from pipeline.envelope import Touchpoint
 from pipeline.errors import ValidationError
 from pipeline.identifiers import normalize_identifiers
-from pipeline.models import EVENT_PENDING, Event
+from pipeline.models import EVENT_PENDING, EVENTS
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
@@ -103,9 +103,9 @@ def ingest(
     inserted: set[str] = set()
     if rows:
         stmt = (
-            dialect_insert(session)(Event)
+            dialect_insert(session)(EVENTS)
             .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-            .returning(Event.message_id)
+            .returning(EVENTS.c.message_id)
         )
         inserted = set(session.execute(stmt, rows).scalars())
     for message_id, index in row_index.items():

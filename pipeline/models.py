@@ -9,9 +9,9 @@ batch due), and the next relay or sweep picks it up: work is delayed, never lost
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
@@ -83,3 +83,8 @@ class Batch(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+#: Core tables for bulk statements (typed for mypy).
+EVENTS = cast(Table, Event.__table__)
+BATCHES = cast(Table, Batch.__table__)

@@ -22,6 +22,7 @@ from pipeline.models import (
     EVENT_FAILED,
     EVENT_PENDING,
     EVENT_PROCESSED,
+    EVENTS,
     Batch,
     Event,
 )
@@ -95,8 +96,8 @@ def complete_batch(
     now = now or utcnow()
     if profile_ids:
         session.execute(
-            update(Event.__table__)
-            .where(Event.__table__.c.id == bindparam("event_id"))
+            update(EVENTS)
+            .where(EVENTS.c.id == bindparam("event_id"))
             .values(status=EVENT_PROCESSED, profile_id=bindparam("profile_id"), processed_at=now),
             [{"event_id": eid, "profile_id": pid} for eid, pid in profile_ids.items()],
         )
@@ -113,8 +114,8 @@ def complete_batch(
 def mark_failed(session: Session, failures: Mapping[int, str]) -> None:
     """Quarantine events with their error (kept, listed, replayable)."""
     session.execute(
-        update(Event.__table__)
-        .where(Event.__table__.c.id == bindparam("event_id"))
+        update(EVENTS)
+        .where(EVENTS.c.id == bindparam("event_id"))
         .values(status=EVENT_FAILED, error=bindparam("error"), attempts=Event.attempts + 1),
         [{"event_id": eid, "error": error[:2000]} for eid, error in failures.items()],
     )

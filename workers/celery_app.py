@@ -20,7 +20,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu.entity import Queue
 
 from pipeline import Settings
 from pipeline.broker import embedded_connection_args

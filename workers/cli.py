@@ -8,48 +8,14 @@ Any error the hub raises on purpose is printed as one line and exits with status
 
 from __future__ import annotations
 
-import ctypes
 import json
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import datetime
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
 
-from pipeline import HubError, load_settings
-from workers.runtime import Runtime, build_runtime, set_runtime
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def one_line_errors(func: F) -> F:
-    """Turn a HubError into ``ecrm: <reason>`` on stderr and exit status 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except HubError as exc:
-            click.echo(f"ecrm: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _runtime(migrate: bool = False) -> Runtime:
-    runtime = build_runtime(load_settings())
-    set_runtime(runtime)
-    if migrate:
-        from pipeline.schema import ensure_workspaces, upgrade
-
-        upgrade(runtime.db)
-        ensure_workspaces(runtime.db, set(runtime.settings.write_keys.values()))
-    return runtime
+from workers.process import load_runtime as _runtime
+from workers.process import one_line_errors, spawn, supervise
 
 
 @click.group()
@@ -131,51 +97,6 @@ def scheduler() -> None:
             str(runtime.settings.home / "beat-schedule"),
         ]
     )
-
-
-def _die_with_parent() -> None:
-    """Child side of ``ecrm run``: get SIGKILL when the parent dies (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    """Start ``ecrm ARGS`` as a child tied to this process's life."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", *args], preexec_fn=_die_with_parent
-    )
-
-
-def supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Wait until Ctrl-C/SIGTERM or a child exits, then stop all children cleanly."""
-    stopping = False
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    code = 0
-    while not stopping:
-        for child in children:
-            if child.poll() is not None:
-                code = child.returncode or 1
-                stopping = True
-        time.sleep(0.2)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for child in children:
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    return code
 
 
 @main.command()

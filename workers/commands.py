@@ -2,8 +2,58 @@
 
 from __future__ import annotations
 
+import os
+
 import click
+
+BROKERS = {
+    "postgres+rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
+    "postgres+redis": "redis://127.0.0.1:6379/14",
+}
 
 
 def register(main: click.Group) -> None:
     """Attach these commands to the ``ecrm`` group."""
+    main.add_command(bench)
+    from workers.demo import demo
+
+    main.add_command(demo)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks, each beside its reference measured in the same run."""
+
+
+@bench.command("ingest")
+@click.option("--events", default=20_000, show_default=True, help="Events to send.")
+@click.option("--clients", default=4, show_default=True, help="Concurrent HTTP clients.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["sqlite", *BROKERS]),
+    default=["sqlite", "postgres+rabbitmq"],
+    show_default=True,
+)
+@click.option(
+    "--pg-admin-url",
+    default=lambda: os.environ.get(
+        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    help="Where scratch PostgreSQL databases are created (and dropped).",
+)
+def bench_ingest(events: int, clients: int, backends: tuple[str, ...], pg_admin_url: str) -> None:
+    """HTTP batch -> processed profiles, events/s, beside the raw batched-insert ceiling."""
+    from workers.bench import bench_backend
+
+    click.echo(
+        f"{'backend':20} {'events':>7} {'e2e ev/s':>9} {'ingest ev/s':>11} "
+        f"{'raw insert ev/s':>15} {'e2e/raw':>8}"
+    )
+    for backend in backends:
+        result = bench_backend(backend, events, clients, pg_admin_url, BROKERS.get(backend))
+        click.echo(
+            f"{backend:20} {result.events:7d} {result.end_to_end_per_s:9.0f} "
+            f"{result.ingest_per_s:11.0f} {result.raw_insert_per_s:15.0f} {result.ratio:8.1%}"
+        )

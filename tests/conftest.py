@@ -1,0 +1,240 @@
+"""Shared fixtures: real backends with unique names, and ``ecrm`` processes over HTTP.
+
+Every fixture creates its own database / virtual host / Redis database so runs never
+collide, and removes it afterwards. Backends are the machine's real PostgreSQL, RabbitMQ
+and Redis (see README: the CI script starts any that is down).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from pipeline import Database, load_settings
+from pipeline.schema import upgrade
+
+PG_ADMIN_URL = os.environ.get("ECRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBIT_URL = os.environ.get("ECRM_TEST_RABBIT", "amqp://guest:guest@127.0.0.1:5672")
+REDIS_URL = os.environ.get("ECRM_TEST_REDIS", "redis://127.0.0.1:6379")
+WRITE_KEY = "wk_test_0123456789"
+ADMIN_TOKEN = "adm_test_0123456789abcdef"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hub.sqlite'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = unique("ecrm_test")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def rabbit_url() -> Iterator[str]:
+    """A fresh RabbitMQ virtual host (via rabbitmqctl), deleted afterwards."""
+    vhost = unique("ecrm_test")
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"{RABBIT_URL}/{vhost}"
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database number (1-15), flushed afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    for number in range(15, 0, -1):
+        probe = redis.Redis.from_url(f"{REDIS_URL}/{number}")
+        if probe.dbsize() == 0 and probe.set("ecrm:test:lock", "1", nx=True, ex=3600):
+            break
+    else:
+        pytest.fail("no free Redis database number")
+    yield f"{REDIS_URL}/{number}"
+    probe.flushdb()
+    client.close()
+
+
+def migrated(url: str) -> Database:
+    db = Database.connect(url)
+    upgrade(db)
+    return db
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url: str) -> Iterator[Database]:
+    db = migrated(sqlite_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[Database]:
+    db = migrated(postgres_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest) -> Database:
+    """The same test on SQLite and on PostgreSQL."""
+    name = "sqlite_db" if request.param == "sqlite" else "postgres_db"
+    db: Database = request.getfixturevalue(name)
+    return db
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Hub:
+    """One hub configuration (home, database, broker) and the processes started for it."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+        env.update(
+            ECRM_HOME=str(self.home),
+            ECRM_DATABASE_URL=self.database_url,
+            ECRM_BROKER_URL=self.broker_url,
+            ECRM_WRITE_KEYS=WRITE_KEY,
+            ECRM_ADMIN_TOKEN=ADMIN_TOKEN,
+            ECRM_HTTP_PORT=str(self.port),
+            ECRM_RELAY_INTERVAL_SECONDS="0.5",
+            ECRM_LOG_LEVEL="WARNING",
+        )
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``ecrm ARGS`` with this hub's settings; output goes to ``home/<cmd>.log``."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / f"{args[0]}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.base_url}/healthz", timeout=2)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise AssertionError(f"hub not healthy after {timeout}s: {last}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30, auth=(WRITE_KEY, ""))
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def basic_auth(key: str = WRITE_KEY) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+BACKENDS = ["sqlite", "postgres+rabbitmq", "postgres+redis"]
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``hub_factory(backend)`` -> a :class:`Hub` (processes stopped at teardown)."""
+    hubs: list[Hub] = []
+
+    def make(backend: str, **extra_env: str) -> Hub:
+        home = tmp_path / f"home-{len(hubs)}"
+        if backend == "sqlite":
+            settings = load_settings({"ECRM_HOME": str(home)})
+            hub = Hub(home, settings.database_url, settings.broker_url, extra_env=extra_env)
+        else:
+            db_url = request.getfixturevalue("postgres_url")
+            broker = "rabbit_url" if backend.endswith("rabbitmq") else "redis_url"
+            hub = Hub(home, db_url, request.getfixturevalue(broker), extra_env=extra_env)
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()

@@ -1,0 +1,49 @@
+"""The embedded broker: kombu over our tuned SQLite transport, across processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from kombu import Connection
+
+from pipeline.broker import TRANSPORT_PATH, embedded_connection_args
+
+CONSUMER = """
+import sys
+from kombu import Connection
+from pipeline.broker import embedded_connection_args
+url, transport = embedded_connection_args(sys.argv[1])
+with Connection(url, transport=transport) as conn:
+    q = conn.SimpleQueue("ingest")
+    got = []
+    for _ in range(int(sys.argv[2])):
+        msg = q.get(timeout=10)
+        got.append(msg.payload["batch_id"])
+        msg.ack()
+    print(",".join(map(str, got)))
+"""
+
+
+def test_messages_cross_processes_in_order_and_are_deleted(tmp_path: Path) -> None:
+    broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    url, transport = embedded_connection_args(broker_url)
+    assert transport == TRANSPORT_PATH
+    with Connection(url, transport=transport) as conn:
+        queue = conn.SimpleQueue("ingest")
+        for batch_id in range(50):
+            queue.put({"batch_id": batch_id})
+        queue.close()
+    result = subprocess.run(
+        [sys.executable, "-c", CONSUMER, broker_url, "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == ",".join(str(i) for i in range(50))
+    with sqlite3.connect(tmp_path / "broker.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0

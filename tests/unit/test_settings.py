@@ -1,0 +1,70 @@
+"""Settings: defaults, validation with one-line errors, masking, generated credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import SettingsError, load_settings
+from pipeline.settings import with_local_credentials
+
+
+def test_defaults_live_in_ecrm_home(tmp_path: Path) -> None:
+    settings = load_settings({"ECRM_HOME": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8000)
+    assert settings.is_sqlite and settings.is_embedded_broker
+
+
+def test_postgres_url_gets_psycopg3_driver() -> None:
+    settings = load_settings({"ECRM_DATABASE_URL": "postgresql://u:secret@db/hub"})
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert "secret" not in settings.masked()["ECRM_DATABASE_URL"]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ECRM_HTTP_PORT": "abc"}, "ECRM_HTTP_PORT"),
+        ({"ECRM_HTTP_PORT": "70000"}, "ECRM_HTTP_PORT"),
+        ({"ECRM_DATABASE_URL": "not a url"}, "ECRM_DATABASE_URL"),
+        ({"ECRM_DATABASE_URL": "mysql://x/y"}, "ECRM_DATABASE_URL"),
+        ({"ECRM_BROKER_URL": "kafka://x"}, "ECRM_BROKER_URL"),
+        ({"ECRM_WRITE_KEYS": "short"}, "ECRM_WRITE_KEYS"),
+        ({"ECRM_DEFAULT_REGION": "XX"}, "ECRM_DEFAULT_REGION"),
+        ({"ECRM_BATCH_SIZE": "0"}, "ECRM_BATCH_SIZE"),
+    ],
+)
+def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert needle in message and "\n" not in message
+
+
+def test_write_keys_map_to_workspaces() -> None:
+    settings = load_settings({"ECRM_WRITE_KEYS": "key-one-123, shop2:key-two-456"})
+    assert dict(settings.write_keys) == {"key-one-123": "default", "key-two-456": "shop2"}
+
+
+def test_masked_hides_secrets() -> None:
+    settings = load_settings(
+        {"ECRM_WRITE_KEYS": "supersecretkey", "ECRM_ADMIN_TOKEN": "admintoken-very-secret"}
+    )
+    text = " ".join(settings.masked().values())
+    assert "supersecretkey" not in text and "admintoken-very-secret" not in text
+    assert "supersecretkey" not in repr(settings)
+
+
+def test_generated_credentials_are_stable_and_private(tmp_path: Path) -> None:
+    first = with_local_credentials(load_settings({"ECRM_HOME": str(tmp_path)}))
+    second = with_local_credentials(load_settings({"ECRM_HOME": str(tmp_path)}))
+    assert first.admin_token and first.admin_token == second.admin_token
+    assert first.write_keys == second.write_keys
+    assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
+    env_wins = with_local_credentials(
+        load_settings({"ECRM_HOME": str(tmp_path), "ECRM_ADMIN_TOKEN": "from-env-token"})
+    )
+    assert env_wins.admin_token == "from-env-token"
