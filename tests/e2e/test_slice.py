@@ -21,10 +21,99 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import BACKENDS, Hub, basic_auth
+from conftest import BACKENDS, Hub, basic_auth, free_port
 
-PROCESS_TIMEOUT = 60.0  # seconds for the worker to process everything that was sent
+PROCESS_TIMEOUT = 60.0  # seconds for the worker to process what a test sent
 BASE_TIME = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def hub_processes(home: Path) -> dict[int, str]:
+    """Live (non-zombie) ``workers.cli`` processes whose environment names this ECRM_HOME."""
+    marker = f"ECRM_HOME={home}".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if state != "Z" and "workers.cli" in cmdline:
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def serves_port(hub: Hub) -> bool:
+    """True when the socket listening on the hub's port belongs to one of its processes."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == hub.port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in hub_processes(hub.home):
+        try:
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def start_hub(hub: Hub, *commands: tuple[str, ...], attempts: int = 3) -> None:
+    """Start ``ecrm`` processes and wait until *this* hub answers on its port.
+
+    ``free_port()`` releases the port before ``ecrm serve`` binds it, so with other hubs
+    starting concurrently another server can take it first and ``/healthz`` would answer
+    from the wrong hub. We check who owns the listening socket, and retry on a new port.
+    """
+    for _ in range(attempts):
+        for command in commands:
+            hub.start(*command)
+        hub.wait_healthy()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if serves_port(hub):
+                return
+            if any(process.poll() is not None for process in hub.processes):
+                break
+            time.sleep(0.2)
+        hub.stop()
+        hub.port = free_port()
+    raise AssertionError(f"hub never served its own port in {attempts} attempts\n{hub.logs()}")
+
+
+def wait_processed(
+    admin: httpx.Client, message_ids: list[str], hub: Hub, timeout: float = PROCESS_TIMEOUT
+) -> dict[str, Any]:
+    """Poll ``GET /v1/events/{id}`` until every event is processed; returns their views."""
+    views: dict[str, Any] = {}
+    waiting = list(message_ids)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        still: list[str] = []
+        for message_id in waiting:
+            try:
+                response = admin.get(f"/v1/events/{message_id}")
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"API unreachable: {exc!r}\n{hub.logs()}") from exc
+            assert response.status_code == 200, response.text
+            view = response.json()
+            assert view["status"] != "failed", view
+            if view["status"] == "processed":
+                views[message_id] = view
+            else:
+                still.append(message_id)
+        waiting = still
+        if waiting:
+            assert time.monotonic() < deadline, (
+                f"{len(waiting)} events not processed after {timeout}s\n{hub.logs()}"
+            )
+            time.sleep(0.3)
+    return views
 
 
 def iso(moment: datetime) -> str:
@@ -125,31 +214,6 @@ def build_scenario() -> Scenario:
     )
 
 
-def wait_processed(admin: httpx.Client, message_ids: list[str], hub: Hub) -> dict[str, Any]:
-    """Poll ``GET /v1/events/{id}`` until every event is processed; returns their views."""
-    views: dict[str, Any] = {}
-    waiting = list(message_ids)
-    deadline = time.monotonic() + PROCESS_TIMEOUT
-    while waiting:
-        still: list[str] = []
-        for message_id in waiting:
-            response = admin.get(f"/v1/events/{message_id}")
-            assert response.status_code == 200, response.text
-            view = response.json()
-            assert view["status"] != "failed", view
-            if view["status"] == "processed":
-                views[message_id] = view
-            else:
-                still.append(message_id)
-        waiting = still
-        if waiting:
-            assert time.monotonic() < deadline, (
-                f"{len(waiting)} events not processed after {PROCESS_TIMEOUT}s\n{hub.logs()}"
-            )
-            time.sleep(0.3)
-    return views
-
-
 def metric(text: str, name: str, labels: str) -> float:
     series = f"{name}{{{labels}}}" if labels else name
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
@@ -160,9 +224,7 @@ def metric(text: str, name: str, labels: str) -> float:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_segment_messages_become_profiles(hub_factory: Any, backend: str) -> None:
     hub: Hub = hub_factory(backend)
-    hub.start("serve")
-    hub.start("worker", "--beat")
-    hub.wait_healthy()
+    start_hub(hub, ("serve",), ("worker", "--beat"))
     scenario = build_scenario()
     total = len(scenario.message_ids)
     auth = {"Authorization": basic_auth()}
@@ -269,38 +331,20 @@ def check_profiles(
     return profiles
 
 
-def hub_processes(home: Path) -> list[int]:
-    """Pids of ``workers.cli`` processes started with this ``ECRM_HOME``."""
-    marker = f"ECRM_HOME={home}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"workers.cli" in cmdline and marker in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
 def test_ecrm_run_supervises_api_and_worker(hub_factory: Any) -> None:
     hub: Hub = hub_factory("sqlite")
-    run = hub.start("run")
-    hub.wait_healthy()
+    start_hub(hub, ("run",))
+    [run] = hub.processes
     assert len(hub_processes(hub.home)) >= 3  # ecrm run + serve + worker (+ embedded beat)
 
-    message_id = str(uuid.uuid4())
+    message_id, user = str(uuid.uuid4()), f"run-{uuid.uuid4().hex[:8]}"
     with hub.client() as api, hub.admin() as admin:
         response = api.post(
-            "/v1/track",
-            json={"userId": "run-user", "event": "Run Tested", "messageId": message_id},
+            "/v1/track", json={"userId": user, "event": "Run Tested", "messageId": message_id}
         )
         assert response.status_code == 200, response.text
         event = wait_processed(admin, [message_id], hub)[message_id]
-        profile = admin.get("/v1/profiles", params={"identifier": "user_id:run-user"}).json()
+        profile = admin.get("/v1/profiles", params={"identifier": f"user_id:{user}"}).json()
         assert event["profile_id"] == profile["id"]
         assert profile["event_count"] == 1
 
@@ -315,19 +359,13 @@ def test_ecrm_run_supervises_api_and_worker(hub_factory: Any) -> None:
     while hub_processes(hub.home) and time.monotonic() < deadline:
         time.sleep(0.2)
     leftovers = hub_processes(hub.home)
-    assert not leftovers, f"children left behind: {leftovers} " + " | ".join(
-        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        for pid in leftovers
-        if os.path.exists(f"/proc/{pid}")
-    )
+    assert not leftovers, f"children left behind after SIGINT: {leftovers}"
 
 
 def test_counts_by_channel_match_sent_types(hub_factory: Any) -> None:
     """Segment pages and tracks are all the ``web`` channel but keep their own types."""
     hub: Hub = hub_factory("sqlite")
-    hub.start("serve")
-    hub.start("worker", "--beat")
-    hub.wait_healthy()
+    start_hub(hub, ("serve",), ("worker", "--beat"))
     user = f"types-{uuid.uuid4().hex[:8]}"
     batch = [
         {"type": kind, "userId": user, "messageId": str(uuid.uuid4()), **extra}
