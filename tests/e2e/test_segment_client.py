@@ -7,9 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
-from segment.analytics.client import Client
-
 from conftest import WRITE_KEY
+from segment.analytics.client import Client
 
 
 @pytest.mark.parametrize("gzip", [False, True])
