@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from pipeline.db import Database
 from pipeline.envelope import utcnow
@@ -28,10 +28,22 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+#: Any constant: the advisory lock that serializes concurrent migrations on PostgreSQL.
+_MIGRATION_LOCK = 0x6563726D
+
+
 def upgrade(db: Database) -> None:
-    """Apply every pending migration (no-op when up to date)."""
+    """Apply every pending migration (no-op when up to date).
+
+    API, worker and scheduler all call this at start-up, often at the same moment, so the
+    migration runs under a lock: SQLite's write lock taken up front (``BEGIN IMMEDIATE``),
+    a transaction-scoped advisory lock on PostgreSQL. The second process waits, then finds
+    nothing to do.
+    """
     config = alembic_config(db.engine.url.render_as_string(hide_password=False))
-    with db.engine.begin() as connection:
+    with db.engine.execution_options(ecrm_write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

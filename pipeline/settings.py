@@ -85,7 +85,7 @@ def _hide_password(url: str) -> str:
     prefix = "sqla+" if url.startswith("sqla+") else ""
     try:
         return prefix + make_url(url.removeprefix(prefix)).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
@@ -135,8 +135,11 @@ def normalize_database_url(url: str) -> str:
     """Validate a database URL and pick the psycopg 3 driver for plain ``postgresql://``."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise SettingsError(f"ECRM_DATABASE_URL is not a database URL: {url!r}") from None
+        parsed.port  # noqa: B018  (a non-numeric port raises here, not later)
+    except (ArgumentError, ValueError):
+        raise SettingsError(
+            f"ECRM_DATABASE_URL is not a database URL: {_hide_password(url)!r}"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -85,6 +86,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_query(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = str(first["loc"][-1]) if first.get("loc") else "query"
+        return Problem(400, "Invalid request", str(first.get("msg", "invalid")), field).response()
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -180,8 +187,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         positions: list[int] = []
         rejected: list[dict[str, Any]] = []
         for index, message in enumerate(messages):
-            if isinstance(message, dict) and shared_context:
-                message = {**message, "context": {**shared_context, **message.get("context", {})}}
+            own_context = message.get("context") if isinstance(message, dict) else None
+            if (
+                shared_context
+                and isinstance(message, dict)
+                and isinstance(own_context, dict | None)
+            ):
+                message = {**message, "context": {**shared_context, **(own_context or {})}}
             try:
                 touchpoints.append(
                     to_touchpoint(

@@ -61,7 +61,11 @@ def serve() -> None:
 
 
 @main.command()
-@click.option("--beat", is_flag=True, help="Also run the scheduler in this process.")
+@click.option(
+    "--beat",
+    is_flag=True,
+    help="Also run the scheduler (Celery beat forks it; not tied to ecrm run's lifetime).",
+)
 @one_line_errors
 def worker(beat: bool) -> None:
     """Run a Celery worker consuming every queue."""
@@ -110,7 +114,7 @@ def run() -> None:
         f"(data in {settings.home}; write key and admin token in {settings.home / 'credentials'})"
     )
     runtime.db.dispose()
-    sys.exit(supervise([spawn("serve"), spawn("worker", "--beat")]))
+    sys.exit(supervise([spawn("serve"), spawn("worker"), spawn("scheduler")]))
 
 
 @main.group()

@@ -184,7 +184,13 @@ def check_exactly_once(hub: Hub, per_user: Counter[str], processed_before: int) 
         failed = admin.get("/v1/events", params={"status": "failed", "limit": 10}).json()
 
         def profile_count(user: str) -> tuple[str, int]:
-            response = admin.get("/v1/profiles", params={"identifier": f"user_id:{user}"})
+            try:
+                response = admin.get("/v1/profiles", params={"identifier": f"user_id:{user}"})
+            except httpx.HTTPError as exc:  # the restarted hub went away: say what is left
+                raise AssertionError(
+                    f"hub unreachable ({exc!r}); its processes: {hub_processes(hub.home)}\n"
+                    f"{hub.logs()}"
+                ) from exc
             assert response.status_code == 200, (user, response.text)
             return user, int(response.json()["event_count"])
 

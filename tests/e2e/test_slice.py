@@ -46,14 +46,20 @@ def hub_processes(home: Path) -> dict[int, str]:
     return found
 
 
-def serves_port(hub: Hub) -> bool:
-    """True when the socket listening on the hub's port belongs to one of its processes."""
+def _listening(port: int) -> set[str]:
+    """Inodes (as ``socket:[N]``) of the TCP sockets listening on ``port``."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == hub.port:
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
+    return inodes
+
+
+def serves_port(hub: Hub) -> bool:
+    """True when the socket listening on the hub's port belongs to one of its processes."""
+    inodes = _listening(hub.port)
     for pid in hub_processes(hub.home):
         try:
             if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
@@ -76,14 +82,25 @@ def start_hub(hub: Hub, *commands: tuple[str, ...], attempts: int = 3) -> None:
         hub.wait_healthy()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if serves_port(hub):
-                return
             if any(process.poll() is not None for process in hub.processes):
                 break
+            if serves_port(hub):
+                time.sleep(1)  # a process that fails at start-up (migrations) is gone by now
+                assert_alive(hub)
+                return
             time.sleep(0.2)
-        hub.stop()
-        hub.port = free_port()
+        if not serves_port(hub) and _listening(hub.port):
+            hub.stop()  # another hub took our port first: try again on a new one
+            hub.port = free_port()
+            continue
+        assert_alive(hub)
     raise AssertionError(f"hub never served its own port in {attempts} attempts\n{hub.logs()}")
+
+
+def assert_alive(hub: Hub) -> None:
+    """Every process of the hub is still running (else: exit codes and logs)."""
+    codes = {" ".join(map(str, p.args[3:])): p.poll() for p in hub.processes}
+    assert all(code is None for code in codes.values()), f"exited: {codes}\n{hub.logs()}"
 
 
 def wait_processed(
@@ -99,6 +116,7 @@ def wait_processed(
             try:
                 response = admin.get(f"/v1/events/{message_id}")
             except httpx.HTTPError as exc:
+                assert_alive(hub)
                 raise AssertionError(f"API unreachable: {exc!r}\n{hub.logs()}") from exc
             assert response.status_code == 200, response.text
             view = response.json()
