@@ -145,3 +145,18 @@ def dialect_insert(session: Session) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def in_list(session: Session, column: Any, values: list[Any]) -> Any:
+    """``column IN values`` that stays cheap for long lists.
+
+    On PostgreSQL it binds one array (``= ANY(:values)``): thousands of expanded
+    parameters cost more to compile and send than the query itself.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+

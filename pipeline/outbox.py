@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from pipeline.db import Database
+from pipeline.db import Database, in_list
 from pipeline.envelope import utcnow
 from pipeline.models import BATCH_DONE, BATCH_QUEUED, EVENT_FAILED, EVENT_PENDING, Batch, Event
 
@@ -77,7 +77,9 @@ def claim_unbatched(
             session.add(batch)
             session.flush()
             session.execute(
-                update(Event).where(Event.id.in_(event_ids)).values(batch_id=batch.id),
+                update(Event)
+                .where(in_list(session, Event.id, event_ids))
+                .values(batch_id=batch.id),
                 execution_options={"synchronize_session": False},
             )
             batch_ids.append(batch.id)
