@@ -159,4 +159,3 @@ def in_list(session: Session, column: Any, values: list[Any]) -> Any:
 
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
-
