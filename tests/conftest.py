@@ -118,6 +118,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def hub_processes(home: Path) -> dict[int, str]:
+    """Live (non-zombie) processes whose environment names this ``ECRM_HOME``.
+
+    Returns pid -> "ppid=<parent> <command line>" (the parent tells a forked grandchild
+    from the process whose command line it shares).
+    """
+    marker = f"ECRM_HOME={home}".encode() + b"\0"
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes():
+                continue
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if state != "Z":
+            found[int(entry.name)] = f"ppid={ppid} {cmdline.strip()}"
+    return found
+
+
+def listening_sockets(port: int) -> set[str]:
+    """Inodes (as ``socket:[N]``) of the TCP sockets listening on ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    return inodes
+
+
 @dataclass
 class Hub:
     """One hub configuration (home, database, broker) and the processes started for it."""
@@ -184,6 +218,49 @@ class Hub:
                 last = exc
             time.sleep(0.2)
         raise AssertionError(f"hub not healthy after {timeout}s: {last}\n{self.logs()}")
+
+    def serves_its_port(self) -> bool:
+        """True when the socket listening on the port belongs to one of this hub's processes."""
+        inodes = listening_sockets(self.port)
+        for pid in hub_processes(self.home):
+            try:
+                if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def assert_alive(self) -> None:
+        """Every process of the hub is still running (else: exit codes and logs)."""
+        codes = {" ".join(map(str, p.args[3:])): p.poll() for p in self.processes}
+        assert all(code is None for code in codes.values()), f"exited: {codes}\n{self.logs()}"
+
+    def launch(self, *commands: tuple[str, ...], attempts: int = 3) -> None:
+        """Start ``ecrm`` processes and wait until *this* hub answers on its port.
+
+        ``free_port()`` releases the port before ``ecrm serve`` binds it, so with other
+        hubs starting on the machine another server can take it first and ``/healthz``
+        would answer from the wrong hub: check who owns the socket, else retry elsewhere.
+        """
+        for _ in range(attempts):
+            for command in commands:
+                self.start(*command)
+            self.wait_healthy()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(process.poll() is not None for process in self.processes):
+                    break
+                if self.serves_its_port():
+                    time.sleep(1)  # a process failing at start-up is gone by now
+                    self.assert_alive()
+                    return
+                time.sleep(0.2)
+            if not self.serves_its_port() and listening_sockets(self.port):
+                self.stop()  # another hub took our port first: try again on a new one
+                self.port = free_port()
+                continue
+            self.assert_alive()
+        raise AssertionError(f"hub never served its own port in {attempts} tries\n{self.logs()}")
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))

@@ -8,7 +8,6 @@ uuids, so tests sharing the hub never see each other's events.
 from __future__ import annotations
 
 import gzip
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,27 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, WRITE_KEY, Hub, basic_auth, free_port
+from conftest import ADMIN_TOKEN, WRITE_KEY, Hub, basic_auth
 
 from pipeline import load_settings
 
 LIMIT = 4096  # ECRM_MAX_REQUEST_BYTES of the module's hub
 PROBLEM = "application/problem+json"
 WRITE = {"Authorization": basic_auth()}
-
-
-def _serves_port(pid: int, port: int) -> bool:
-    """True when process ``pid`` holds the socket listening on ``port``."""
-    listening = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                listening.add(f"socket:[{fields[9]}]")
-    try:
-        return any(os.readlink(fd) in listening for fd in Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +35,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         settings.broker_url,
         extra_env={"ECRM_MAX_REQUEST_BYTES": str(LIMIT)},
     )
-    init = hub.cli("init")  # migrate once, so serve and worker do not race to create tables
-    assert init.returncode == 0, init.stderr
     try:
-        for _ in range(3):  # free_port() can race with other hubs starting on this machine
-            serve = hub.start("serve")
-            hub.start("worker", "--beat")
-            hub.wait_healthy()
-            deadline = time.monotonic() + 30
-            while serve.poll() is None and time.monotonic() < deadline:
-                if _serves_port(serve.pid, hub.port):
-                    break
-                time.sleep(0.2)
-            if serve.poll() is None and _serves_port(serve.pid, hub.port):
-                break
-            hub.stop()
-            hub.port = free_port()
-        else:
-            pytest.fail(f"hub never served its own port\n{hub.logs()}")
+        hub.launch(("serve",), ("worker", "--beat"))
         yield hub
     finally:
         hub.stop()

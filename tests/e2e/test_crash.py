@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from conftest import hub_processes
 
 if TYPE_CHECKING:
     from conftest import Hub
@@ -100,29 +101,6 @@ def query(hub: Hub, sql: str) -> Any:
         return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
-
-
-def hub_processes(home: Path) -> dict[int, str]:
-    """Live (non-zombie) processes whose environment names this ``ECRM_HOME``.
-
-    Returns pid -> "ppid=<parent> <command line>" (the parent tells a forked grandchild,
-    such as Celery's embedded beat, from the worker whose command line it shares).
-    """
-    marker = f"ECRM_HOME={home}".encode() + b"\0"
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes():
-                continue
-            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if state != "Z":
-            found[int(entry.name)] = f"ppid={ppid} {cmdline.strip()}"
-    return found
 
 
 def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

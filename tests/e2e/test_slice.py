@@ -7,7 +7,6 @@ exact even when databases are shared.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -16,91 +15,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import BACKENDS, Hub, basic_auth, free_port
+from conftest import BACKENDS, Hub, basic_auth, hub_processes
 
 PROCESS_TIMEOUT = 60.0  # seconds for the worker to process what a test sent
 BASE_TIME = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def hub_processes(home: Path) -> dict[int, str]:
-    """Live (non-zombie) ``workers.cli`` processes whose environment names this ECRM_HOME."""
-    marker = f"ECRM_HOME={home}".encode()
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if state != "Z" and "workers.cli" in cmdline:
-            found[int(entry.name)] = cmdline.strip()
-    return found
-
-
-def _listening(port: int) -> set[str]:
-    """Inodes (as ``socket:[N]``) of the TCP sockets listening on ``port``."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    return inodes
-
-
-def serves_port(hub: Hub) -> bool:
-    """True when the socket listening on the hub's port belongs to one of its processes."""
-    inodes = _listening(hub.port)
-    for pid in hub_processes(hub.home):
-        try:
-            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def start_hub(hub: Hub, *commands: tuple[str, ...], attempts: int = 3) -> None:
-    """Start ``ecrm`` processes and wait until *this* hub answers on its port.
-
-    ``free_port()`` releases the port before ``ecrm serve`` binds it, so with other hubs
-    starting concurrently another server can take it first and ``/healthz`` would answer
-    from the wrong hub. We check who owns the listening socket, and retry on a new port.
-    """
-    for _ in range(attempts):
-        for command in commands:
-            hub.start(*command)
-        hub.wait_healthy()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(process.poll() is not None for process in hub.processes):
-                break
-            if serves_port(hub):
-                time.sleep(1)  # a process that fails at start-up (migrations) is gone by now
-                assert_alive(hub)
-                return
-            time.sleep(0.2)
-        if not serves_port(hub) and _listening(hub.port):
-            hub.stop()  # another hub took our port first: try again on a new one
-            hub.port = free_port()
-            continue
-        assert_alive(hub)
-    raise AssertionError(f"hub never served its own port in {attempts} attempts\n{hub.logs()}")
-
-
-def assert_alive(hub: Hub) -> None:
-    """Every process of the hub is still running (else: exit codes and logs)."""
-    codes = {" ".join(map(str, p.args[3:])): p.poll() for p in hub.processes}
-    assert all(code is None for code in codes.values()), f"exited: {codes}\n{hub.logs()}"
 
 
 def wait_processed(
@@ -116,7 +38,7 @@ def wait_processed(
             try:
                 response = admin.get(f"/v1/events/{message_id}")
             except httpx.HTTPError as exc:
-                assert_alive(hub)
+                hub.assert_alive()
                 raise AssertionError(f"API unreachable: {exc!r}\n{hub.logs()}") from exc
             assert response.status_code == 200, response.text
             view = response.json()
@@ -242,7 +164,7 @@ def metric(text: str, name: str, labels: str) -> float:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_segment_messages_become_profiles(hub_factory: Any, backend: str) -> None:
     hub: Hub = hub_factory(backend)
-    start_hub(hub, ("serve",), ("worker", "--beat"))
+    hub.launch(("serve",), ("worker", "--beat"))
     scenario = build_scenario()
     total = len(scenario.message_ids)
     auth = {"Authorization": basic_auth()}
@@ -351,7 +273,7 @@ def check_profiles(
 
 def test_ecrm_run_supervises_api_and_worker(hub_factory: Any) -> None:
     hub: Hub = hub_factory("sqlite")
-    start_hub(hub, ("run",))
+    hub.launch(("run",))
     [run] = hub.processes
     assert len(hub_processes(hub.home)) >= 3  # ecrm run + serve + worker (+ embedded beat)
 
@@ -383,7 +305,7 @@ def test_ecrm_run_supervises_api_and_worker(hub_factory: Any) -> None:
 def test_counts_by_channel_match_sent_types(hub_factory: Any) -> None:
     """Segment pages and tracks are all the ``web`` channel but keep their own types."""
     hub: Hub = hub_factory("sqlite")
-    start_hub(hub, ("serve",), ("worker", "--beat"))
+    hub.launch(("serve",), ("worker", "--beat"))
     user = f"types-{uuid.uuid4().hex[:8]}"
     batch = [
         {"type": kind, "userId": user, "messageId": str(uuid.uuid4()), **extra}
