@@ -152,8 +152,7 @@ def relay(
         with db.write() as session:
             fresh = claim_unbatched(session, batch_size=batch_size, lease_seconds=lease_seconds)
         created.extend(fresh)
-        _publish_all(fresh, publish)
-        if len(fresh) < _MAX_BATCHES_PER_TRANSACTION:
+        if not _publish_all(fresh, publish) or len(fresh) < _MAX_BATCHES_PER_TRANSACTION:
             break
     if sweep:
         with db.write() as session:
@@ -165,10 +164,12 @@ def relay(
     return RelayStats(len(created), len(due), len(created) + len(due), quarantined)
 
 
-def _publish_all(batch_ids: list[int], publish: Publish) -> None:
+def _publish_all(batch_ids: list[int], publish: Publish) -> bool:
+    """Publish each batch; on the first failure stop (they stay due; the sweep retries)."""
     for batch_id in batch_ids:
         try:
             publish(batch_id)
-        except Exception as exc:  # broker down: the batch stays due, the sweep retries
+        except Exception as exc:  # broker down
             log.error("batch_publish_failed", batch_id=batch_id, error=str(exc))
-            return
+            return False
+    return True

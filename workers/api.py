@@ -111,16 +111,19 @@ def create_app(runtime: Runtime) -> FastAPI:
         except orjson.JSONDecodeError as exc:
             raise Problem(400, "Malformed JSON", f"body is not valid JSON: {exc}", "body") from None
 
-    def workspace_for_write(request: Request, body: Any) -> str:
-        candidate = ""
+    def basic_write_key(request: Request) -> str | None:
+        """The write key from HTTP Basic (Segment's way), checked before the body is read."""
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(header[6:], validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise Problem(401, "Unauthorized", "malformed Basic credentials") from None
-            candidate = decoded.partition(":")[0]
-        elif isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            decoded = base64.b64decode(header[6:], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise Problem(401, "Unauthorized", "malformed Basic credentials") from None
+        return decoded.partition(":")[0]
+
+    def workspace_for_write(candidate: str | None, body: Any) -> str:
+        if candidate is None and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
             candidate = body["writeKey"]
         if not candidate:
             raise Problem(401, "Unauthorized", "write key missing (HTTP Basic username)")
@@ -155,8 +158,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
         async def route(request: Request) -> JSONResponse:
+            key = basic_write_key(request)
+            # A bad Basic key is refused before the body is even read.
+            workspace = workspace_for_write(key, None) if key is not None else None
             body = await read_json(request)
-            workspace = workspace_for_write(request, body)
+            workspace = workspace or workspace_for_write(None, body)
             received = utcnow()
             if message_type == "batch":
                 return await _batch(workspace, body, received)

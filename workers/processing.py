@@ -39,8 +39,11 @@ def process_batch(db: Database, batch_id: int) -> int:
         return len(profile_ids)
     except Exception as exc:
         if is_transient(exc):
-            with db.write() as session:
-                record_batch_error(session, batch_id, f"{type(exc).__name__}: {exc}")
+            try:
+                with db.write() as session:
+                    record_batch_error(session, batch_id, f"{type(exc).__name__}: {exc}")
+            except Exception as record_exc:  # database down: the retry is what matters
+                log.warning("batch_error_not_recorded", batch_id=batch_id, error=str(record_exc))
             raise TransientError(str(exc)) from exc
         log.error("batch_failed_isolating", batch_id=batch_id, error=repr(exc))
         return _one_by_one(db, batch_id)

@@ -371,3 +371,11 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path: Path, name: str, value: s
     assert name in lines[0]
     assert "s3cr3t-pw" not in result.stderr  # passwords never reach the terminal
     assert result.stdout == ""
+
+
+def test_a_bad_basic_key_is_refused_before_the_body_is_read(api: httpx.Client) -> None:
+    """An unknown write key gets 401 even when its body is malformed or oversized."""
+    headers = {"Authorization": basic_auth("wk_not_a_key_000"), "Content-Type": "application/json"}
+    assert api.post("/v1/track", content=b"{not json", headers=headers).status_code == 401
+    huge = b"[" + b"0," * LIMIT + b"0]"
+    assert api.post("/v1/batch", content=huge, headers=headers).status_code == 401
