@@ -1,0 +1,84 @@
+"""The ``ecrm`` operator commands: init, config, demo, events failed / replay."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from conftest import ADMIN_TOKEN, WRITE_KEY, Hub
+
+from pipeline import Database, ingest, load_settings
+from pipeline.models import Event
+
+
+def sqlite_hub(tmp_path: Path) -> Hub:
+    settings = load_settings({"ECRM_HOME": str(tmp_path / "home")})
+    return Hub(tmp_path / "home", settings.database_url, settings.broker_url)
+
+
+def test_init_is_idempotent_and_config_masks_secrets(tmp_path: Path) -> None:
+    hub = sqlite_hub(tmp_path)
+    for _ in range(2):
+        result = hub.cli("init")
+        assert result.returncode == 0, result.stderr
+    config = hub.cli("config")
+    assert config.returncode == 0, config.stderr
+    assert "ECRM_DATABASE_URL" in config.stdout and "ECRM_BROKER_URL" in config.stdout
+    assert WRITE_KEY not in config.stdout and ADMIN_TOKEN not in config.stdout
+
+
+def test_demo_runs_the_pipeline_over_the_sample(tmp_path: Path) -> None:
+    hub = sqlite_hub(tmp_path)
+    result = hub.cli("demo", "--customers", "25", timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Unified profiles" in result.stdout
+    sample = hub.home / "sample" / "touchpoints.jsonl"
+    sent = sum(1 for _ in sample.open())
+    with sqlite3.connect(f"file:{hub.home / 'hub.sqlite'}?mode=ro", uri=True) as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status"))
+        counted = db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0]
+    assert statuses == {"processed": sent}
+    assert counted == sent
+    again = hub.cli("demo", "--customers", "25", timeout=240)  # same sample: all duplicates
+    assert again.returncode == 0, again.stdout + again.stderr
+    with sqlite3.connect(f"file:{hub.home / 'hub.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == sent
+
+
+def test_failed_events_are_listed_and_replayed(tmp_path: Path) -> None:
+    hub = sqlite_hub(tmp_path)
+    assert hub.cli("init").returncode == 0
+    db = Database.connect(hub.database_url)
+    events: list[dict[str, Any]] = [
+        {
+            "message_id": f"m-{n}",
+            "channel": "pos",
+            "type": "order.completed",
+            "occurred_at": "2026-11-01T10:00:00+00:00",
+            "identifiers": {"loyalty_card": "LC-1"},
+        }
+        for n in range(3)
+    ]
+    with db.write() as session:
+        ingest(session, events, workspace_id="default", default_region="US")
+        session.query(Event).filter(Event.message_id != "m-2").update(
+            {"status": "failed", "error": "boom: bad data"}
+        )
+    listed = hub.cli("events", "failed")
+    assert listed.returncode == 0, listed.stderr
+    assert "m-0" in listed.stdout and "boom: bad data" in listed.stdout
+    assert "2 failed event(s)" in listed.stdout
+    usage = hub.cli("events", "replay")
+    assert usage.returncode == 2 and "--all-failed" in usage.stderr
+    bad_time = hub.cli("events", "replay", "--since", "yesterday")
+    assert bad_time.returncode == 2
+    replayed = hub.cli("events", "replay", "--all-failed")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "requeued 2" in replayed.stdout
+    again = hub.cli("events", "replay", "m-0", "m-2")
+    assert "requeued 0" in again.stdout and "2 still pending" in again.stdout
+    with db.read() as session:
+        rows = {e.message_id: (e.status, e.batch_id) for e in session.query(Event)}
+    assert rows == {"m-0": ("pending", None), "m-1": ("pending", None), "m-2": ("pending", None)}
+    db.dispose()
