@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_, update
@@ -106,15 +106,39 @@ def _lookup(session: Session, workspace_id: str, keys: set[Key]) -> dict[Key, tu
     return owners
 
 
-def apply_events(
+@dataclass
+class Plan:
+    """Everything one batch will write, computed from what was read.
+
+    Why a plan: on SQLite the reads and the computing can then happen outside the single
+    write lock (other processes keep writing meanwhile), and :func:`write_plan` applies
+    it with conditional statements that detect anything that changed in between.
+    """
+
+    workspace_id: str
+    now: datetime
+    assignments: dict[int, str] = field(default_factory=dict)
+    new_profiles: list[dict[str, Any]] = field(default_factory=list)
+    new_identifiers: list[dict[str, Any]] = field(default_factory=list)
+    profile_updates: list[dict[str, Any]] = field(default_factory=list)
+    identifier_touches: list[dict[str, Any]] = field(default_factory=list)
+    channel_counts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_events(
     session: Session,
     workspace_id: str,
     events: Sequence[StoredEvent],
     *,
+    lock: bool = False,
     now: datetime | None = None,
-) -> dict[int, str]:
-    """Attach each event to a profile and update the profiles; returns event id -> profile."""
-    now = now or utcnow()
+) -> Plan:
+    """Attach each event to a profile and compute the profiles' new state (reads only).
+
+    ``lock`` takes row locks on the existing profiles (PostgreSQL ``FOR UPDATE``), for
+    callers that plan and write in one transaction.
+    """
+    plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
     known = _lookup(session, workspace_id, keys)
     owner: dict[Key, str] = {key: profile_id for key, (profile_id, _) in known.items()}
@@ -122,7 +146,6 @@ def apply_events(
     seen_again: dict[Key, datetime] = {}
     new_profiles: set[str] = set()
     deltas: dict[str, _Delta] = {}
-    assignments: dict[int, str] = {}
 
     for event in events:
         ranked = sorted(event.identifiers.items(), key=lambda item: _rank(item[0]))
@@ -145,26 +168,12 @@ def apply_events(
             elif event.occurred_at > max(seen_again.get(key, known[key][1]), known[key][1]):
                 seen_again[key] = event.occurred_at
         deltas.setdefault(profile_id, _Delta()).add(event)
-        assignments[event.id] = profile_id
+        plan.assignments[event.id] = profile_id
 
-    _insert_profiles(session, workspace_id, new_profiles, deltas, now)
-    _insert_identifiers(session, workspace_id, new_keys)
-    _update_profiles(session, workspace_id, set(deltas) - new_profiles, deltas, now)
-    _touch_identifiers(session, workspace_id, seen_again)
-    _add_channel_counts(session, workspace_id, deltas)
-    return assignments
-
-
-def _insert_profiles(
-    session: Session, workspace_id: str, ids: set[str], deltas: dict[str, _Delta], now: datetime
-) -> None:
-    if not ids:
-        return
-    rows = []
-    for profile_id in sorted(ids):
+    for profile_id in sorted(new_profiles):
         delta = deltas[profile_id]
         traits, times = merge_traits({}, {}, delta.trait_updates)
-        rows.append(
+        plan.new_profiles.append(
             {
                 "id": profile_id,
                 "workspace_id": workspace_id,
@@ -173,39 +182,89 @@ def _insert_profiles(
                 "first_seen_at": delta.first,
                 "last_seen_at": delta.last,
                 "event_count": delta.count,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": plan.now,
+                "updated_at": plan.now,
             }
         )
-    session.execute(PROFILES.insert(), rows)
-
-
-def _insert_identifiers(
-    session: Session, workspace_id: str, new_keys: dict[Key, dict[str, Any]]
-) -> None:
-    if not new_keys:
-        return
-    rows = [
+    plan.new_identifiers = [
         {"workspace_id": workspace_id, "kind": kind, "value": value, **data}
         for (kind, value), data in sorted(new_keys.items())
     ]
-    table = IDENTIFIERS
-    stmt = (
-        dialect_insert(session)(table)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "kind", "value"])
-        .returning(table.c.kind)
+    plan.profile_updates = _profile_updates(
+        session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock
     )
-    inserted = len(session.execute(stmt, rows).all())
-    if inserted != len(rows):
-        # Another worker attached one of these identifiers first: start over, re-reading.
-        raise TransientError("identifier claimed by a concurrent batch; retrying")
+    plan.identifier_touches = [
+        {"k": k, "v": v, "seen": at} for (k, v), at in sorted(seen_again.items())
+    ]
+    plan.channel_counts = [
+        {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
+        for pid in sorted(deltas)
+        for channel, n in sorted(deltas[pid].channels.items())
+    ]
+    return plan
 
 
-def _update_profiles(
-    session: Session, workspace_id: str, ids: set[str], deltas: dict[str, _Delta], now: datetime
-) -> None:
+def apply_events(
+    session: Session,
+    workspace_id: str,
+    events: Sequence[StoredEvent],
+    *,
+    now: datetime | None = None,
+) -> dict[int, str]:
+    """Plan and write in the caller's transaction; returns event id -> profile id."""
+    plan = plan_events(session, workspace_id, events, lock=True, now=now)
+    write_plan(session, plan)
+    return plan.assignments
+
+
+def write_plan(session: Session, plan: Plan) -> None:
+    """Apply a plan; raises :class:`TransientError` if what it was computed from changed.
+
+    New identifiers must still be unclaimed and every updated profile must still carry
+    the ``updated_at`` that was read: otherwise nothing is written (the caller rolls back)
+    and the batch is planned again from fresh reads.
+    """
+    if plan.new_profiles:
+        session.execute(PROFILES.insert(), plan.new_profiles)
+    if plan.new_identifiers:
+        stmt = (
+            dialect_insert(session)(IDENTIFIERS)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "kind", "value"])
+            .returning(IDENTIFIERS.c.kind)
+        )
+        if len(session.execute(stmt, plan.new_identifiers).all()) != len(plan.new_identifiers):
+            raise TransientError("identifier claimed by a concurrent batch; retrying")
+    if plan.profile_updates:
+        table = PROFILES
+        result = session.execute(
+            update(table)
+            .where(table.c.id == bindparam("pid"), table.c.updated_at == bindparam("seen"))
+            .values(
+                event_count=table.c.event_count + bindparam("n"),
+                first_seen_at=bindparam("first"),
+                last_seen_at=bindparam("last"),
+                traits=bindparam("traits"),
+                trait_times=bindparam("times"),
+                updated_at=bindparam("now"),
+            ),
+            plan.profile_updates,
+        )
+        if result.rowcount != len(plan.profile_updates):  # type: ignore[attr-defined]
+            raise TransientError("a profile changed while its batch was planned; retrying")
+    _touch_identifiers(session, plan.workspace_id, plan.identifier_touches)
+    _add_channel_counts(session, plan.channel_counts)
+
+
+def _profile_updates(
+    session: Session,
+    workspace_id: str,
+    ids: set[str],
+    deltas: dict[str, _Delta],
+    *,
+    lock: bool,
+) -> list[dict[str, Any]]:
     if not ids:
-        return
+        return []
     query = (
         select(
             Profile.id,
@@ -213,46 +272,37 @@ def _update_profiles(
             Profile.trait_times,
             Profile.first_seen_at,
             Profile.last_seen_at,
+            Profile.updated_at,
         )
         .where(Profile.workspace_id == workspace_id, Profile.id.in_(sorted(ids)))
         .order_by(Profile.id)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if lock and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    params = []
-    for profile_id, traits, times, first, last in session.execute(query):
+    now = utcnow()
+    updates = []
+    for profile_id, traits, times, first, last, updated in session.execute(query):
         delta = deltas[profile_id]
         if delta.trait_updates:
             traits, times = merge_traits(traits, times, delta.trait_updates)
-        params.append(
+        updates.append(
             {
                 "pid": profile_id,
+                "seen": updated,
                 "n": delta.count,
                 "first": min(first, delta.first) if delta.first else first,
                 "last": max(last, delta.last) if delta.last else last,
                 "traits": traits,
                 "times": times,
-                "now": now,
+                "now": max(now, updated + timedelta(microseconds=1)),
             }
         )
-    table = PROFILES
-    session.execute(
-        update(table)
-        .where(table.c.id == bindparam("pid"))
-        .values(
-            event_count=table.c.event_count + bindparam("n"),
-            first_seen_at=bindparam("first"),
-            last_seen_at=bindparam("last"),
-            traits=bindparam("traits"),
-            trait_times=bindparam("times"),
-            updated_at=bindparam("now"),
-        ),
-        params,
-    )
+    return updates
 
 
-def _touch_identifiers(session: Session, workspace_id: str, seen: dict[Key, datetime]) -> None:
-    if not seen:
+def _touch_identifiers(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> None:
+    """Move identifiers' last-seen forward (never back, whoever wrote meanwhile)."""
+    if not rows:
         return
     table = IDENTIFIERS
     session.execute(
@@ -261,18 +311,14 @@ def _touch_identifiers(session: Session, workspace_id: str, seen: dict[Key, date
             table.c.workspace_id == workspace_id,
             table.c.kind == bindparam("k"),
             table.c.value == bindparam("v"),
+            table.c.last_seen_at < bindparam("seen"),
         )
         .values(last_seen_at=bindparam("seen")),
-        [{"k": k, "v": v, "seen": at} for (k, v), at in sorted(seen.items())],
+        rows,
     )
 
 
-def _add_channel_counts(session: Session, workspace_id: str, deltas: dict[str, _Delta]) -> None:
-    rows = [
-        {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
-        for pid in sorted(deltas)
-        for channel, n in sorted(deltas[pid].channels.items())
-    ]
+def _add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     stmt = dialect_insert(session)(CHANNEL_COUNTS)

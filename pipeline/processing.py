@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.envelope import utcnow
+from pipeline.errors import TransientError
 from pipeline.models import (
     BATCH_DONE,
     EVENT_FAILED,
@@ -92,15 +93,21 @@ def complete_batch(
     done: bool = True,
     now: datetime | None = None,
 ) -> None:
-    """Mark events processed (with their profile) or failed, and (``done``) the batch done."""
+    """Mark events processed (with their profile) or failed, and (``done``) the batch done.
+
+    Raises :class:`TransientError` if any of the events is no longer pending: someone else
+    processed it meanwhile, and the caller's transaction must not count it again.
+    """
     now = now or utcnow()
     if profile_ids:
-        session.execute(
+        result = session.execute(
             update(EVENTS)
-            .where(EVENTS.c.id == bindparam("event_id"))
+            .where(EVENTS.c.id == bindparam("event_id"), EVENTS.c.status == EVENT_PENDING)
             .values(status=EVENT_PROCESSED, profile_id=bindparam("profile_id"), processed_at=now),
             [{"event_id": eid, "profile_id": pid} for eid, pid in profile_ids.items()],
         )
+        if result.rowcount != len(profile_ids):  # type: ignore[attr-defined]
+            raise TransientError("events of the batch were processed concurrently")
     if failures:
         mark_failed(session, failures)
     if not done:

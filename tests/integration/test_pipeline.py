@@ -11,12 +11,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 import identity
+import identity.resolve
 from identity.models import Profile, ProfileChannelCount
 from identity.views import find_profile_id, profile_view
 from pipeline import Database, TransientError, ingest
 from pipeline.events import replay
 from pipeline.models import Batch, Event
 from pipeline.outbox import MAX_BATCH_ATTEMPTS, claim_due, claim_unbatched, relay
+from pipeline.processing import load_batch
 from workers.processing import process_batch
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -138,15 +140,17 @@ def test_failing_event_is_quarantined_and_replayable(
 ) -> None:
     store(any_db, [touch("erin", n) for n in range(3)])
     poison_user = "erin"
-    real = identity.apply_events
+    real = identity.plan_events
 
-    def flaky(session: Any, workspace_id: str, events: Any, **kw: Any) -> dict[int, str]:
+    def flaky(session: Any, workspace_id: str, events: Any, **kw: Any) -> identity.Plan:
         if any(e.properties.get("poison") for e in events):
             raise RuntimeError("cannot process this one")
         return real(session, workspace_id, events, **kw)
 
     store(any_db, [touch(poison_user, 9, properties={"poison": True})])
-    monkeypatch.setattr(identity, "apply_events", flaky)
+    # Every processing path (optimistic, locked, one by one) plans through this function.
+    monkeypatch.setattr(identity, "plan_events", flaky)
+    monkeypatch.setattr(identity.resolve, "plan_events", flaky)
     drain(any_db)
     with any_db.read() as session:
         statuses = dict(
@@ -156,7 +160,8 @@ def test_failing_event_is_quarantined_and_replayable(
     assert statuses == {"processed": 3, "failed": 1}
     assert "cannot process this one" in (failed.error or "")
     # After the fix, replay processes it once; replaying again changes nothing.
-    monkeypatch.setattr(identity, "apply_events", real)
+    monkeypatch.setattr(identity, "plan_events", real)
+    monkeypatch.setattr(identity.resolve, "plan_events", real)
     for _ in range(2):
         with any_db.write() as session:
             replay(session, "default", status="failed")
@@ -216,3 +221,26 @@ def test_concurrent_workers_on_postgres_never_double_count(postgres_db: Database
         )
     assert processed == 200
     assert len(counts) == 40 and set(counts.values()) == {5}
+
+
+def test_a_plan_made_stale_by_another_writer_is_refused(any_db: Database) -> None:
+    """Planning outside the write lock is safe: a changed profile makes the write refuse."""
+    store(any_db, [touch("zed", 0)])
+    drain(any_db)
+    store(any_db, [touch("zed", 1), touch("zed", 2)])
+    published: list[int] = []
+    relay(any_db, published.append, batch_size=10, lease_seconds=60)
+    [first] = published
+    with any_db.read() as session:
+        work = load_batch(session, first)
+        assert work is not None
+        stale = identity.plan_events(session, work.workspace_id, work.events)
+    store(any_db, [touch("zed", 3)])  # another batch updates zed's profile meanwhile
+    drain(any_db)
+    with pytest.raises(TransientError), any_db.write() as session:
+        identity.write_plan(session, stale)
+    assert process_batch(any_db, first) == 2
+    with any_db.read() as session:
+        zed = find_profile_id(session, "default", "user_id", "zed", "US")
+        view = profile_view(session, "default", zed or "")
+    assert view is not None and view["event_count"] == 4
