@@ -154,7 +154,12 @@ def _send_all(base: str, bodies: list[bytes], clients: int) -> None:
 
 
 def run_pipeline(
-    backend: str, database_url: str, broker_url: str, events: int, clients: int
+    backend: str,
+    database_url: str,
+    broker_url: str,
+    events: int,
+    clients: int,
+    worker_concurrency: int = 1,
 ) -> BenchResult:
     """Start API + worker for one backend, send ``events`` over HTTP, time until processed."""
     home = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
@@ -168,6 +173,7 @@ def run_pipeline(
         ECRM_ADMIN_TOKEN=ADMIN_TOKEN,
         ECRM_HTTP_PORT=str(port),
         ECRM_LOG_LEVEL="WARNING",
+        ECRM_WORKER_CONCURRENCY=str(worker_concurrency),
     )
     db = Database.connect(database_url)
     upgrade(db)
@@ -241,19 +247,24 @@ def scratch_sqlite() -> Iterator[tuple[str, str]]:
 
 
 def bench_backend(
-    backend: str, events: int, clients: int, pg_admin_url: str, broker_url: str | None
+    backend: str,
+    events: int,
+    clients: int,
+    pg_admin_url: str,
+    broker_url: str | None,
+    worker_concurrency: int = 1,
 ) -> BenchResult:
     """End-to-end and raw-insert figures for one backend, measured in this run."""
     if backend == "sqlite":
         with scratch_sqlite() as (db_url, broker):
-            e2e = run_pipeline(backend, db_url, broker, events, clients)
+            e2e = run_pipeline(backend, db_url, broker, events, clients, worker_concurrency)
         with scratch_sqlite() as (db_url, _):
             raw = raw_insert_rate(db_url, events)
     else:
         if broker_url is None:
             raise ValueError(f"{backend} needs a broker URL")
         with scratch_postgres(pg_admin_url) as db_url:
-            e2e = run_pipeline(backend, db_url, broker_url, events, clients)
+            e2e = run_pipeline(backend, db_url, broker_url, events, clients, worker_concurrency)
         with scratch_postgres(pg_admin_url) as db_url:
             raw = raw_insert_rate(db_url, events)
     return BenchResult(backend, events, e2e.end_to_end_per_s, e2e.ingest_per_s, raw)

@@ -43,7 +43,19 @@ def bench() -> None:
     ),
     help="Where scratch PostgreSQL databases are created (and dropped).",
 )
-def bench_ingest(events: int, clients: int, backends: tuple[str, ...], pg_admin_url: str) -> None:
+@click.option(
+    "--worker-concurrency",
+    default=1,
+    show_default=True,
+    help="Worker processes (ECRM_WORKER_CONCURRENCY) of the hub under test.",
+)
+def bench_ingest(
+    events: int,
+    clients: int,
+    backends: tuple[str, ...],
+    pg_admin_url: str,
+    worker_concurrency: int,
+) -> None:
     """HTTP batch -> processed profiles, events/s, beside the raw batched-insert ceiling."""
     from workers.bench import bench_backend
 
@@ -52,7 +64,9 @@ def bench_ingest(events: int, clients: int, backends: tuple[str, ...], pg_admin_
         f"{'raw insert ev/s':>15} {'e2e/raw':>8}"
     )
     for backend in backends:
-        result = bench_backend(backend, events, clients, pg_admin_url, BROKERS.get(backend))
+        result = bench_backend(
+            backend, events, clients, pg_admin_url, BROKERS.get(backend), worker_concurrency
+        )
         click.echo(
             f"{backend:20} {result.events:7d} {result.end_to_end_per_s:9.0f} "
             f"{result.ingest_per_s:11.0f} {result.raw_insert_per_s:15.0f} {result.ratio:8.1%}"
