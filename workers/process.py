@@ -44,10 +44,17 @@ def load_runtime(migrate: bool = False) -> Runtime:
     runtime = build_runtime(load_settings())
     set_runtime(runtime)
     if migrate:
+        from sqlalchemy.exc import OperationalError
+
         from pipeline.schema import ensure_workspaces, upgrade
 
-        upgrade(runtime.db)
-        ensure_workspaces(runtime.db, set(runtime.settings.write_keys.values()))
+        try:
+            upgrade(runtime.db)
+            ensure_workspaces(runtime.db, set(runtime.settings.write_keys.values()))
+        except OperationalError as exc:
+            where = runtime.settings.masked()["ECRM_DATABASE_URL"]
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise HubError(f"cannot use the database {where}: {reason}") from None
     return runtime
 
 

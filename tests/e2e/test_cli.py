@@ -82,3 +82,13 @@ def test_failed_events_are_listed_and_replayed(tmp_path: Path) -> None:
         rows = {e.message_id: (e.status, e.batch_id) for e in session.query(Event)}
     assert rows == {"m-0": ("pending", None), "m-1": ("pending", None), "m-2": ("pending", None)}
     db.dispose()
+
+
+def test_an_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    hub = sqlite_hub(tmp_path)
+    hub.extra_env["ECRM_DATABASE_URL"] = "postgresql://u:s3cr3t-pw@127.0.0.1:1/nope"
+    result = hub.cli("init")
+    assert result.returncode == 2
+    assert result.stderr.startswith("ecrm: cannot use the database")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "s3cr3t-pw" not in result.stderr
