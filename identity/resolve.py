@@ -191,7 +191,7 @@ def plan_events(
         for (kind, value), data in sorted(new_keys.items())
     ]
     plan.profile_updates = _profile_updates(
-        session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock
+        session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock, now=plan.now
     )
     plan.identifier_touches = [
         {"k": k, "v": v, "seen": at} for (k, v), at in sorted(seen_again.items())
@@ -262,6 +262,7 @@ def _profile_updates(
     deltas: dict[str, _Delta],
     *,
     lock: bool,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     if not ids:
         return []
@@ -279,7 +280,6 @@ def _profile_updates(
     )
     if lock and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    now = utcnow()
     updates = []
     for profile_id, traits, times, first, last, updated in session.execute(query):
         delta = deltas[profile_id]
