@@ -158,6 +158,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
         async def route(request: Request) -> JSONResponse:
+            with metrics.request_seconds.time():
+                return await handle(request)
+
+        async def handle(request: Request) -> JSONResponse:
             key = basic_write_key(request)
             # A bad Basic key is refused before the body is even read.
             workspace = workspace_for_write(key, None) if key is not None else None

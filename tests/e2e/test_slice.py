@@ -216,6 +216,7 @@ def test_segment_messages_become_profiles(hub_factory: Any, backend: str) -> Non
         assert metric(text, "ecrm_events", 'status="pending"') == 0
         assert metric(text, "ecrm_events", 'status="failed"') == 0
         assert metric(text, "ecrm_events_duplicate_total", "") == total
+        assert metric(text, "ecrm_ingest_request_seconds_count", "") == 4  # track+batch, twice
 
         health = api.get("/healthz")
         assert health.status_code == 200
