@@ -28,8 +28,6 @@ from identity.models import (
     CHANNEL_COUNTS,
     IDENTIFIERS,
     PROFILES,
-    Profile,
-    ProfileIdentifier,
 )
 from pipeline import StoredEvent, TransientError, dialect_insert, utcnow
 
@@ -65,7 +63,8 @@ class _Delta:
             self.trait_updates.append((event.occurred_at, event.traits))
 
 
-def _rank(kind: str) -> int:
+def rank(kind: str) -> int:
+    """Position of an identifier kind in :data:`PRIORITY` (unknown kinds come last)."""
     return _RANK.get(kind, len(PRIORITY))
 
 
@@ -90,15 +89,10 @@ def _lookup(session: Session, workspace_id: str, keys: set[Key]) -> dict[Key, tu
     ordered = sorted(keys)
     for start in range(0, len(ordered), _LOOKUP_CHUNK):
         chunk = ordered[start : start + _LOOKUP_CHUNK]
+        ids = IDENTIFIERS.c  # Core columns: plain tuples back, no ORM loading per row
         rows = session.execute(
-            select(
-                ProfileIdentifier.kind,
-                ProfileIdentifier.value,
-                ProfileIdentifier.profile_id,
-                ProfileIdentifier.last_seen_at,
-            ).where(
-                ProfileIdentifier.workspace_id == workspace_id,
-                tuple_(ProfileIdentifier.kind, ProfileIdentifier.value).in_(chunk),
+            select(ids.kind, ids.value, ids.profile_id, ids.last_seen_at).where(
+                ids.workspace_id == workspace_id, tuple_(ids.kind, ids.value).in_(chunk)
             )
         )
         for kind, value, profile_id, last_seen in rows:
@@ -148,7 +142,7 @@ def plan_events(
     deltas: dict[str, _Delta] = {}
 
     for event in events:
-        ranked = sorted(event.identifiers.items(), key=lambda item: _rank(item[0]))
+        ranked = sorted(event.identifiers.items(), key=lambda item: rank(item[0]))
         profile_id = next((owner[k] for k in ranked if k in owner), None)
         if profile_id is None:
             profile_id = new_profile_id()
@@ -266,17 +260,18 @@ def _profile_updates(
 ) -> list[dict[str, Any]]:
     if not ids:
         return []
+    profiles = PROFILES.c
     query = (
         select(
-            Profile.id,
-            Profile.traits,
-            Profile.trait_times,
-            Profile.first_seen_at,
-            Profile.last_seen_at,
-            Profile.updated_at,
+            profiles.id,
+            profiles.traits,
+            profiles.trait_times,
+            profiles.first_seen_at,
+            profiles.last_seen_at,
+            profiles.updated_at,
         )
-        .where(Profile.workspace_id == workspace_id, Profile.id.in_(sorted(ids)))
-        .order_by(Profile.id)
+        .where(profiles.workspace_id == workspace_id, profiles.id.in_(sorted(ids)))
+        .order_by(profiles.id)
     )
     if lock and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()

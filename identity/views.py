@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
+from identity.resolve import rank
+from pipeline.events import EventRecord, event_view
 from pipeline.identifiers import normalize_identifier
+from pipeline.models import EVENT_PROCESSED
 
 _MAX_REDIRECTS = 16
 
@@ -25,6 +29,77 @@ def find_profile_id(
             ProfileIdentifier.value == normalized,
         )
     ).first()
+
+
+def event_views(
+    session: Session, workspace_id: str, records: Sequence[EventRecord]
+) -> list[dict[str, Any]]:
+    """Events as the API shows them, each with the profile it is part of once processed."""
+    processed = [r for r in records if r.status == EVENT_PROCESSED]
+    owners = profiles_of_events(session, workspace_id, [r.event.identifiers for r in processed])
+    profile_of = {r.event.id: owner for r, owner in zip(processed, owners, strict=True)}
+    return [{**event_view(r), "profile_id": profile_of.get(r.event.id)} for r in records]
+
+
+def profiles_of_events(
+    session: Session, workspace_id: str, identifier_sets: Sequence[Mapping[str, str]]
+) -> list[str | None]:
+    """For each event's identifiers, the profile it belongs to now (after any merge).
+
+    An event belongs to the owner of its strongest identifier: resolution attaches every
+    identifier of an event that nobody owned to the profile it chose, so that owner is the
+    profile the event was counted in, and following ``merged_into`` gives where it is now.
+    """
+    keys = {(kind, value) for ids in identifier_sets for kind, value in ids.items()}
+    if not keys:
+        return [None] * len(identifier_sets)
+    owners: dict[tuple[str, str], str] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 400):
+        rows = session.execute(
+            select(
+                ProfileIdentifier.kind, ProfileIdentifier.value, ProfileIdentifier.profile_id
+            ).where(
+                ProfileIdentifier.workspace_id == workspace_id,
+                tuple_(ProfileIdentifier.kind, ProfileIdentifier.value).in_(
+                    ordered[start : start + 400]
+                ),
+            )
+        )
+        owners.update({(kind, value): pid for kind, value, pid in rows})
+    survivors = _survivors(session, workspace_id, set(owners.values()))
+    found: list[str | None] = []
+    for ids in identifier_sets:
+        ranked = sorted(ids.items(), key=lambda item: rank(item[0]))
+        owner = next((owners[key] for key in ranked if key in owners), None)
+        found.append(survivors.get(owner, owner) if owner else None)
+    return found
+
+
+def _survivors(session: Session, workspace_id: str, profile_ids: set[str]) -> dict[str, str]:
+    """Where each merged-away profile now lives (profiles never merged are left out)."""
+    parent: dict[str, str] = {}
+    frontier = profile_ids
+    for _ in range(_MAX_REDIRECTS):
+        rows = session.execute(
+            select(Profile.id, Profile.merged_into).where(
+                Profile.workspace_id == workspace_id,
+                Profile.id.in_(sorted(frontier)),
+                Profile.merged_into.is_not(None),
+            )
+        ).all()
+        step = {pid: target for pid, target in rows if target}
+        parent.update(step)
+        frontier = set(step.values()) - parent.keys()
+        if not frontier:
+            break
+    moved: dict[str, str] = {}
+    for origin in parent:
+        current, hops = origin, 0
+        while current in parent and hops < _MAX_REDIRECTS:
+            current, hops = parent[current], hops + 1
+        moved[origin] = current
+    return moved
 
 
 def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[str, Any] | None:

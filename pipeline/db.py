@@ -47,6 +47,35 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # On SQLite, the text is written and read here in C (``isoformat``/``fromisoformat``)
+    # instead of by SQLAlchemy's generic formatter and regular expression: a fifth of the
+    # worker's time went there. The stored text is byte for byte what SQLAlchemy writes
+    # (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), so it still sorts and compares as time.
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the database")
+            if value.utcoffset():
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
+
 
 class Base(DeclarativeBase):
     """Declarative base shared by every package's tables (one metadata, one migration)."""

@@ -1,7 +1,9 @@
-"""Reading and replaying the event log: lookups, failed-event listing, replay.
+"""Reading and replaying the event log: lookups, status listing, replay, pipeline counts.
 
-Why replay is safe to run twice: it only sends ``failed`` events back to ``pending``
-(unbatched, so the relay picks them up); events already processed are counted as skipped,
+An event's status is derived, never stored on the event: ``failed`` while an
+:class:`EventFailure` quarantines it, ``pending`` while its batch (or its replay) is queued,
+``processed`` once its batch is done. Why replay is safe to run twice: it only queues
+``failed`` events that are not already queued; processed events are counted as skipped,
 never processed again, so their effects are never doubled.
 """
 
@@ -11,14 +13,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.models import EVENT_FAILED, EVENT_PENDING, EVENT_PROCESSED, Batch, Event
+from pipeline.envelope import utcnow
+from pipeline.models import (
+    BATCH_DONE,
+    BATCH_QUEUED,
+    EVENT_FAILED,
+    EVENT_PENDING,
+    EVENT_PROCESSED,
+    Batch,
+    Event,
+    EventFailure,
+)
+
+REPLAY_BATCH_EVENTS = 500
 
 
-def event_view(event: Event) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EventRecord:
+    """An event with its derived processing state."""
+
+    event: Event
+    status: str
+    attempts: int
+    error: str | None
+    processed_at: datetime | None
+
+
+def event_view(record: EventRecord) -> dict[str, Any]:
     """The stored envelope plus its processing state, as the API returns it."""
+    event = record.event
     return {
         "message_id": event.message_id,
         "channel": event.channel,
@@ -30,18 +56,58 @@ def event_view(event: Event) -> dict[str, Any]:
         "traits": event.traits,
         "properties": event.properties,
         "context": event.context,
-        "status": event.status,
-        "profile_id": event.profile_id,
-        "attempts": event.attempts,
-        "error": event.error,
-        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+        "status": record.status,
+        "attempts": record.attempts,
+        "error": record.error,
+        "processed_at": record.processed_at.isoformat() if record.processed_at else None,
     }
 
 
-def get_event(session: Session, workspace_id: str, message_id: str) -> Event | None:
-    return session.scalars(
-        select(Event).where(Event.workspace_id == workspace_id, Event.message_id == message_id)
+def _with_state() -> Select[*tuple[Any, ...]]:
+    return (
+        select(
+            Event,
+            Batch.status,
+            Batch.done_at,
+            Batch.attempts,
+            Batch.last_error,
+            EventFailure.event_id,
+            EventFailure.error,
+            EventFailure.attempts,
+            EventFailure.retry_batch_id,
+        )
+        .join(Batch, Batch.id == Event.batch_id)
+        .outerjoin(EventFailure, EventFailure.event_id == Event.id)
+    )
+
+
+def _record(row: Any) -> EventRecord:
+    event, batch_status, done_at, batch_attempts, batch_error, failed, error, attempts, retry = row
+    if failed is not None:
+        return EventRecord(event, EVENT_PENDING if retry else EVENT_FAILED, attempts, error, None)
+    if batch_status == BATCH_DONE:
+        return EventRecord(event, EVENT_PROCESSED, batch_attempts, None, done_at)
+    return EventRecord(event, EVENT_PENDING, batch_attempts, batch_error, None)
+
+
+def _status_is(status: str) -> ColumnElement[bool]:
+    unfailed = EventFailure.event_id.is_(None)
+    if status == EVENT_FAILED:
+        return and_(EventFailure.event_id.is_not(None), EventFailure.retry_batch_id.is_(None))
+    if status == EVENT_PROCESSED:
+        return and_(Batch.status == BATCH_DONE, unfailed)
+    if status == EVENT_PENDING:
+        return or_(
+            and_(Batch.status == BATCH_QUEUED, unfailed), EventFailure.retry_batch_id.is_not(None)
+        )
+    raise ValueError(f"unknown status {status!r}")
+
+
+def get_event(session: Session, workspace_id: str, message_id: str) -> EventRecord | None:
+    row = session.execute(
+        _with_state().where(Event.workspace_id == workspace_id, Event.message_id == message_id)
     ).first()
+    return _record(row) if row else None
 
 
 def list_events(
@@ -53,16 +119,16 @@ def list_events(
     until: datetime | None = None,
     after_id: int = 0,
     limit: int = 100,
-) -> list[Event]:
+) -> list[EventRecord]:
     """Events in log order, filtered; ``after_id`` pages through long lists."""
-    query = select(Event).where(Event.workspace_id == workspace_id, Event.id > after_id)
+    query = _with_state().where(Event.workspace_id == workspace_id, Event.id > after_id)
     if status:
-        query = query.where(Event.status == status)
+        query = query.where(_status_is(status))
     if since:
         query = query.where(Event.received_at >= since)
     if until:
         query = query.where(Event.received_at < until)
-    return list(session.scalars(query.order_by(Event.id).limit(limit)))
+    return [_record(row) for row in session.execute(query.order_by(Event.id).limit(limit))]
 
 
 @dataclass(frozen=True)
@@ -82,45 +148,86 @@ def replay(
     status: str | None = EVENT_FAILED,
     since: datetime | None = None,
     until: datetime | None = None,
+    batch_events: int = REPLAY_BATCH_EVENTS,
 ) -> ReplayResult:
-    """Send matching failed events back for processing (idempotent; see module doc)."""
-    conditions = [Event.workspace_id == workspace_id]
+    """Queue matching failed events for processing again (idempotent; see module doc).
+
+    The failed events go out in new batches whose failure rows point at them
+    (``retry_batch_id``); the relay publishes them like any fresh batch.
+    """
+    conditions: list[ColumnElement[bool]] = [Event.workspace_id == workspace_id]
     if message_ids:
         conditions.append(Event.message_id.in_(message_ids))
     if status:
-        conditions.append(Event.status == status)
+        conditions.append(_status_is(status))
     if since:
         conditions.append(Event.received_at >= since)
     if until:
         conditions.append(Event.received_at < until)
-    counts = dict(
+    counts = {EVENT_FAILED: 0, EVENT_PROCESSED: 0, EVENT_PENDING: 0}
+    failed: list[int] = []
+    for row in session.execute(_with_state().where(*conditions).order_by(Event.id)):
+        record = _record(row)
+        counts[record.status] += 1
+        if record.status == EVENT_FAILED:
+            failed.append(record.event.id)
+    now = utcnow()
+    for first in range(0, len(failed), batch_events):
+        chunk = failed[first : first + batch_events]
+        batch = Batch(
+            workspace_id=workspace_id,
+            status=BATCH_QUEUED,
+            event_count=len(chunk),
+            created_at=now,
+            due_at=now,
+            publish_count=0,
+            attempts=0,
+            replay=True,
+        )
+        session.add(batch)
+        session.flush()
         session.execute(
-            select(Event.status, func.count()).where(*conditions).group_by(Event.status)
-        ).all()
-    )
-    session.execute(
-        update(Event)
-        .where(*conditions, Event.status == EVENT_FAILED)
-        .values(status=EVENT_PENDING, batch_id=None, error=None),
-        execution_options={"synchronize_session": False},
-    )
-    return ReplayResult(
-        requeued=int(counts.get(EVENT_FAILED, 0)),
-        skipped_processed=int(counts.get(EVENT_PROCESSED, 0)),
-        skipped_pending=int(counts.get(EVENT_PENDING, 0)),
-    )
+            update(EventFailure)
+            .where(EventFailure.event_id.in_(chunk), EventFailure.retry_batch_id.is_(None))
+            .values(retry_batch_id=batch.id),
+            execution_options={"synchronize_session": False},
+        )
+    return ReplayResult(counts[EVENT_FAILED], counts[EVENT_PROCESSED], counts[EVENT_PENDING])
 
 
 def status_counts(session: Session) -> dict[str, int]:
-    """Events per status across workspaces (for metrics)."""
-    rows = session.execute(select(Event.status, func.count()).group_by(Event.status)).all()
-    return {status: int(count) for status, count in rows}
+    """Events per status across workspaces (for metrics), from batch and failure rows only.
+
+    Replay batches hold events already counted in their original (done) batch, so only
+    appended batches are summed; failure rows then move events from processed to failed
+    (or back to pending while their replay is queued).
+    """
+    by_batch = dict(
+        session.execute(
+            select(Batch.status, func.coalesce(func.sum(Batch.event_count), 0))
+            .where(Batch.replay.is_(False))
+            .group_by(Batch.status)
+        ).all()
+    )
+    quarantined, retrying = (
+        int(n)
+        for n in session.execute(
+            select(func.count(EventFailure.event_id), func.count(EventFailure.retry_batch_id))
+        ).one()
+    )
+    return {
+        EVENT_PENDING: int(by_batch.get(BATCH_QUEUED, 0)) + retrying,
+        EVENT_PROCESSED: int(by_batch.get(BATCH_DONE, 0)) - quarantined,
+        EVENT_FAILED: quarantined - retrying,
+    }
 
 
 def backlog(session: Session) -> tuple[int, datetime | None]:
-    """Pending events and the receive time of the oldest one (queue lag)."""
+    """Events not yet processed and the creation time of the oldest queued batch."""
     count, oldest = session.execute(
-        select(func.count(), func.min(Event.received_at)).where(Event.status == EVENT_PENDING)
+        select(func.coalesce(func.sum(Batch.event_count), 0), func.min(Batch.created_at)).where(
+            Batch.status == BATCH_QUEUED
+        )
     ).one()
     if isinstance(oldest, str):  # SQLite aggregate bypasses the column type
         oldest = datetime.fromisoformat(oldest)

@@ -16,10 +16,10 @@ import pydantic
 from sqlalchemy.orm import Session
 
 from pipeline.db import dialect_insert
-from pipeline.envelope import Touchpoint
+from pipeline.envelope import Touchpoint, utcnow
 from pipeline.errors import ValidationError
 from pipeline.identifiers import normalize_identifiers
-from pipeline.models import EVENT_PENDING, EVENTS
+from pipeline.models import BATCH_QUEUED, BATCHES, EVENTS
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
@@ -60,8 +60,8 @@ def ingest(
 ) -> list[IngestResult]:
     """Append valid, new touchpoints to the event log in the caller's transaction.
 
-    The caller commits; the relay then batches and queues the new events (they are
-    written with ``batch_id`` NULL, which is the outbox).
+    The new events are appended as one :class:`~pipeline.models.Batch` (the outbox row);
+    the caller commits, then the relay publishes the batch.
     """
     results: list[IngestResult | None] = []
     rows: list[dict[str, Any]] = []
@@ -96,22 +96,47 @@ def ingest(
                 "traits": touchpoint.traits,
                 "properties": touchpoint.properties,
                 "context": touchpoint.context,
-                "status": EVENT_PENDING,
-                "attempts": 0,
             }
         )
-    inserted: set[str] = set()
-    if rows:
-        stmt = (
-            dialect_insert(session)(EVENTS)
-            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-            .returning(EVENTS.c.message_id)
-        )
-        inserted = set(session.execute(stmt, rows).scalars())
+    inserted = _append(session, workspace_id, rows) if rows else set()
     for message_id, index in row_index.items():
         status: Outcome = "accepted" if message_id in inserted else "duplicate"
         results[index] = IngestResult(index, message_id, status)
     return [r for r in results if r is not None]
+
+
+def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows under one new batch; returns the message ids that were new."""
+    now = utcnow()
+    batch_id = session.execute(
+        BATCHES.insert()
+        .values(
+            workspace_id=workspace_id,
+            status=BATCH_QUEUED,
+            event_count=len(rows),
+            created_at=now,
+            due_at=now,
+            publish_count=0,
+            attempts=0,
+            replay=False,
+        )
+        .returning(BATCHES.c.id)
+    ).scalar_one()
+    for row in rows:
+        row["batch_id"] = batch_id
+    stmt = (
+        dialect_insert(session)(EVENTS)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+        .returning(EVENTS.c.message_id)
+    )
+    inserted = set(session.execute(stmt, rows).scalars())
+    if len(inserted) < len(rows):  # duplicates of events already in the log
+        batch = BATCHES.c.id == batch_id
+        if inserted:
+            session.execute(BATCHES.update().where(batch).values(event_count=len(inserted)))
+        else:
+            session.execute(BATCHES.delete().where(batch))
+    return inserted
 
 
 def _raw_id(item: Mapping[str, Any]) -> str | None:

@@ -1,9 +1,14 @@
-"""Tables the pipeline owns: workspaces, the append-only event log and its batches (outbox).
+"""Tables the pipeline owns: workspaces, the append-only event log, batches and failures.
 
-Why batches are the outbox: an event is appended with ``batch_id`` NULL in the ingest
-transaction; the relay later groups unbatched events into a :class:`Batch` row and
-publishes its id. A crash between commit and publish leaves the event unbatched (or the
-batch due), and the next relay or sweep picks it up: work is delayed, never lost.
+Why batches are the outbox: each ingest transaction appends its events together with one
+:class:`Batch` row naming them; the relay publishes due batch ids after commit. A crash
+between commit and publish leaves the batch due, and the next relay or sweep sends it:
+work is delayed, never lost.
+
+Why event rows are never updated: an event's processing state is *derived* (its batch is
+done, or an :class:`EventFailure` row quarantines it), so processing writes a few batch rows
+instead of rewriting every event row. The log stays append-only, which is what makes it the
+source of truth, and it is what keeps the write path fast on both databases.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
@@ -36,13 +41,12 @@ class Workspace(Base):
 
 
 class Event(Base):
-    """One accepted touchpoint event. Appended once; only processing fields change."""
+    """One accepted touchpoint event. Appended once, never changed."""
 
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("workspace_id", "message_id", name="uq_events_workspace_message"),
         Index("ix_events_batch", "batch_id"),
-        Index("ix_events_status", "workspace_id", "status"),
         Index("ix_events_received", "workspace_id", "received_at"),
     )
 
@@ -58,16 +62,15 @@ class Event(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     properties: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     context: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
-    status: Mapped[str] = mapped_column(String(16), default=EVENT_PENDING)
-    batch_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
-    profile_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    batch_id: Mapped[int] = mapped_column(BigId)
 
 
 class Batch(Base):
-    """A group of events that crosses the broker as one message (the outbox row)."""
+    """The events of one ingest transaction: the unit of processing (the outbox row).
+
+    ``due_at`` is when the relay should (re)publish it: at once when fresh, then after a
+    lease that doubles with each publish, so a batch a broker lost is sent again.
+    """
 
     __tablename__ = "batches"
     __table_args__ = (Index("ix_batches_status_due", "status", "due_at"),)
@@ -83,8 +86,32 @@ class Batch(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: a replay batch names its events through ``EventFailure.retry_batch_id``
+    replay: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class EventFailure(Base):
+    """An event quarantined after processing failed for good: kept, listed, replayable.
+
+    ``retry_batch_id`` is set while a replay of it is queued; the failure row is deleted
+    when the replay succeeds (the event is then processed).
+    """
+
+    __tablename__ = "event_failures"
+    __table_args__ = (
+        Index("ix_event_failures_workspace", "workspace_id", "event_id"),
+        Index("ix_event_failures_retry", "retry_batch_id"),
+    )
+
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retry_batch_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
 #: Core tables for bulk statements (typed for mypy).
 EVENTS = cast(Table, Event.__table__)
 BATCHES = cast(Table, Batch.__table__)
+FAILURES = cast(Table, EventFailure.__table__)

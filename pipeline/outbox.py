@@ -1,12 +1,13 @@
-"""The outbox relay: turn unbatched events into batches and put their ids on the broker.
+"""The outbox relay: publish due batches, grouped into broker messages, after commit.
 
-Why this shape: ingest only appends events (``batch_id`` NULL) in its own transaction, so
-accepting an event never waits for the broker. The relay groups them into batches of up
-to ``batch_size`` (one broker message carries many events: the broker is not the limit),
-commits, then publishes. Publishing after commit means a crash in between leaves a *due*
-batch, which :func:`republish_due` sends again once its lease expires; processing is
-idempotent, so a batch published twice is processed once. The database, not the broker,
-is the truth: whatever the broker loses, the sweep finds.
+Why this shape: ingest appends events and their :class:`Batch` row in one transaction, so
+accepting an event never waits for the broker. The relay claims due batches (fresh ones at
+once, published ones whose lease expired), pushes their due time forward, commits, then
+publishes their ids, several batches per message up to ``batch_size`` events (one broker
+message carries many events: the broker is not the limit). A crash between commit and
+publish leaves the batches due again after their lease, and processing is idempotent, so a
+batch published twice is processed once. The database, not the broker, is the truth:
+whatever the broker loses, the sweep finds.
 """
 
 from __future__ import annotations
@@ -16,101 +17,90 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.db import Database, in_list
+from pipeline.db import Database, UTCDateTime
 from pipeline.envelope import utcnow
-from pipeline.models import BATCH_DONE, BATCH_QUEUED, EVENT_FAILED, EVENT_PENDING, Batch, Event
+from pipeline.models import BATCH_DONE, BATCH_QUEUED, FAILURES, Batch, Event, EventFailure
 
 log = structlog.get_logger(__name__)
 
-Publish = Callable[[int], None]
+#: puts one message carrying these batch ids on the broker
+Publish = Callable[[list[int]], None]
 #: after this many failed processing attempts a batch's events are quarantined as failed
 MAX_BATCH_ATTEMPTS = 8
-_MAX_BATCHES_PER_TRANSACTION = 20
+_MAX_CLAIM = 1000
 
 
 @dataclass(frozen=True)
 class RelayStats:
     """What one relay pass did."""
 
-    created: int = 0
-    republished: int = 0
     published: int = 0
+    republished: int = 0
+    messages: int = 0
     quarantined: int = 0
 
 
-def claim_unbatched(
+@dataclass(frozen=True)
+class Claimed:
+    """Batches claimed for publishing, already grouped into broker messages."""
+
+    messages: list[list[int]]
+    republished: int
+
+    @property
+    def batches(self) -> int:
+        return sum(len(message) for message in self.messages)
+
+
+def claim_due(
     session: Session, *, batch_size: int, lease_seconds: float, now: datetime | None = None
-) -> list[int]:
-    """Group unbatched pending events into new batches; returns their ids (caller commits)."""
-    now = now or utcnow()
-    batch_ids: list[int] = []
-    postgres = session.get_bind().dialect.name == "postgresql"
-    while len(batch_ids) < _MAX_BATCHES_PER_TRANSACTION:
-        query = (
-            select(Event.id, Event.workspace_id)
-            .where(Event.batch_id.is_(None), Event.status == EVENT_PENDING)
-            .order_by(Event.id)
-            .limit(batch_size)
-        )
-        if postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = session.execute(query).all()
-        if not rows:
-            break
-        by_workspace: dict[str, list[int]] = {}
-        for event_id, workspace_id in rows:
-            by_workspace.setdefault(workspace_id, []).append(event_id)
-        for workspace_id, event_ids in by_workspace.items():
-            batch = Batch(
-                workspace_id=workspace_id,
-                status=BATCH_QUEUED,
-                event_count=len(event_ids),
-                created_at=now,
-                due_at=now + timedelta(seconds=lease_seconds),
-                published_at=now,
-                publish_count=1,
-                attempts=0,
-            )
-            session.add(batch)
-            session.flush()
-            session.execute(
-                update(Event)
-                .where(in_list(session, Event.id, event_ids))
-                .values(batch_id=batch.id),
-                execution_options={"synchronize_session": False},
-            )
-            batch_ids.append(batch.id)
-        if len(rows) < batch_size:
-            break
-    return batch_ids
+) -> Claimed:
+    """Claim due batches and group them into messages of at most ``batch_size`` events.
 
-
-def claim_due(session: Session, *, lease_seconds: float, now: datetime | None = None) -> list[int]:
-    """Batches whose lease expired (lost by a broker or a killed worker): send them again.
-
-    The next lease doubles each time (capped at 32x) so a long backlog does not flood the
-    queue with copies of batches that are merely waiting their turn.
+    Each claim pushes the batch's due time a lease forward; the lease doubles with every
+    publish (capped at 32x) so a long backlog does not flood the queue with copies of
+    batches that are merely waiting their turn.
     """
     now = now or utcnow()
     query = (
-        select(Batch)
+        select(Batch.id, Batch.workspace_id, Batch.event_count, Batch.publish_count)
         .where(Batch.status == BATCH_QUEUED, Batch.due_at <= now)
         .order_by(Batch.id)
-        .limit(200)
+        .limit(_MAX_CLAIM)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids: list[int] = []
-    for batch in session.scalars(query):
-        factor = min(2 ** max(batch.publish_count, 0), 32)
-        batch.due_at = now + timedelta(seconds=lease_seconds * factor)
-        batch.publish_count += 1
-        batch.published_at = now
-        ids.append(batch.id)
-    return ids
+    rows = session.execute(query).all()
+    messages: list[list[int]] = []
+    open_message: dict[str, tuple[list[int], int]] = {}
+    updates: dict[int, list[int]] = {}
+    republished = 0
+    for batch_id, workspace_id, event_count, publish_count in rows:
+        ids, size = open_message.get(workspace_id, ([], 0))
+        if ids and size + event_count > batch_size:
+            messages.append(ids)
+            ids, size = [], 0
+        ids.append(batch_id)
+        open_message[workspace_id] = (ids, size + event_count)
+        updates.setdefault(publish_count, []).append(batch_id)
+        republished += publish_count > 0
+    messages.extend(ids for ids, _ in open_message.values() if ids)
+    for publish_count, ids in updates.items():
+        factor = min(2**publish_count, 32)
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_(ids))
+            .values(
+                due_at=now + timedelta(seconds=lease_seconds * factor),
+                publish_count=publish_count + 1,
+                published_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return Claimed(messages, republished)
 
 
 def quarantine_exhausted(session: Session, *, now: datetime | None = None) -> int:
@@ -125,10 +115,31 @@ def quarantine_exhausted(session: Session, *, now: datetime | None = None) -> in
         )
     )
     for batch in batches:
+        error = batch.last_error or "batch kept failing"
         session.execute(
-            update(Event)
-            .where(Event.batch_id == batch.id, Event.status == EVENT_PENDING)
-            .values(status=EVENT_FAILED, error=batch.last_error or "batch kept failing"),
+            insert(FAILURES).from_select(
+                ["event_id", "workspace_id", "error", "attempts", "failed_at"],
+                select(
+                    Event.id,
+                    Event.workspace_id,
+                    literal(error),
+                    literal(batch.attempts),
+                    literal(now, UTCDateTime()),
+                ).where(
+                    Event.batch_id == batch.id,
+                    ~exists().where(EventFailure.event_id == Event.id),
+                ),
+            )
+        )
+        session.execute(
+            update(EventFailure)
+            .where(EventFailure.retry_batch_id == batch.id)
+            .values(
+                retry_batch_id=None,
+                error=error,
+                attempts=EventFailure.attempts + 1,
+                failed_at=now,
+            ),
             execution_options={"synchronize_session": False},
         )
         batch.status = BATCH_DONE
@@ -144,32 +155,31 @@ def relay(
     lease_seconds: float,
     sweep: bool = True,
 ) -> RelayStats:
-    """One relay pass: batch new events, publish them, and (``sweep``) resend due batches."""
-    created: list[int] = []
-    due: list[int] = []
-    quarantined = 0
-    while True:
-        with db.write() as session:
-            fresh = claim_unbatched(session, batch_size=batch_size, lease_seconds=lease_seconds)
-        created.extend(fresh)
-        if not _publish_all(fresh, publish) or len(fresh) < _MAX_BATCHES_PER_TRANSACTION:
-            break
+    """One relay pass: publish due batches (and, ``sweep``, quarantine exhausted ones)."""
+    published = republished = messages = quarantined = 0
     if sweep:
         with db.write() as session:
             quarantined = quarantine_exhausted(session)
-            due = claim_due(session, lease_seconds=lease_seconds)
-        _publish_all(due, publish)
-        if due:
-            log.warning("batches_republished", count=len(due), first=due[0])
-    return RelayStats(len(created), len(due), len(created) + len(due), quarantined)
+    while True:
+        with db.write() as session:
+            claimed = claim_due(session, batch_size=batch_size, lease_seconds=lease_seconds)
+        sent = _publish_all(claimed.messages, publish)
+        published += claimed.batches
+        republished += claimed.republished
+        messages += sent
+        if sent < len(claimed.messages) or claimed.batches < _MAX_CLAIM:
+            break
+    if republished:
+        log.warning("batches_republished", count=republished)
+    return RelayStats(published, republished, messages, quarantined)
 
 
-def _publish_all(batch_ids: list[int], publish: Publish) -> bool:
-    """Publish each batch; on the first failure stop (they stay due; the sweep retries)."""
-    for batch_id in batch_ids:
+def _publish_all(messages: list[list[int]], publish: Publish) -> int:
+    """Publish each message; on the first failure stop (they stay due; the sweep retries)."""
+    for sent, batch_ids in enumerate(messages):
         try:
-            publish(batch_id)
+            publish(batch_ids)
         except Exception as exc:  # broker down
-            log.error("batch_publish_failed", batch_id=batch_id, error=str(exc))
-            return False
-    return True
+            log.error("batch_publish_failed", batch_ids=batch_ids, error=str(exc))
+            return sent
+    return len(messages)

@@ -32,8 +32,8 @@ def alembic_config(database_url: str) -> Config:
 _MIGRATION_LOCK = 0x6563726D
 
 
-def upgrade(db: Database) -> None:
-    """Apply every pending migration (no-op when up to date).
+def upgrade(db: Database, revision: str = "head") -> None:
+    """Apply every pending migration up to ``revision`` (no-op when up to date).
 
     API, worker and scheduler all call this at start-up, often at the same moment, so the
     migration runs under a lock: SQLite's write lock taken up front (``BEGIN IMMEDIATE``),
@@ -45,7 +45,15 @@ def upgrade(db: Database) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
+
+
+def downgrade(db: Database, revision: str) -> None:
+    """Undo migrations down to ``revision`` (for operators rolling back a release)."""
+    config = alembic_config(db.engine.url.render_as_string(hide_password=False))
+    with db.engine.execution_options(ecrm_write=True).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def is_current(db: Database) -> bool:

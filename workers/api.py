@@ -11,6 +11,7 @@ import base64
 import gzip
 import hmac
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -25,9 +26,9 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from connectors.web import SegmentMessageError, to_touchpoint
-from identity.views import find_profile_id, profile_view
+from identity.views import event_views, find_profile_id, profile_view
 from pipeline import IngestResult, ingest, utcnow
-from pipeline.events import event_view, get_event, list_events
+from pipeline.events import get_event, list_events
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
@@ -145,15 +146,18 @@ def create_app(runtime: Runtime) -> FastAPI:
             results = ingest(
                 session, touchpoints, workspace_id=workspace, default_region=settings.default_region
             )
-        for result, touchpoint in zip(results, touchpoints, strict=True):
-            if result.status == "accepted":
-                metrics.accepted.labels(touchpoint.get("channel", "?")).inc()
-            elif result.status == "duplicate":
-                metrics.duplicates.inc()
-            else:
-                metrics.rejected.inc()
-        if any(r.status == "accepted" for r in results):
-            relay.notify()
+        outcomes = Counter(r.status for r in results)
+        accepted = Counter(
+            str(touchpoint.get("channel", "?"))
+            for result, touchpoint in zip(results, touchpoints, strict=True)
+            if result.status == "accepted"
+        )
+        for channel, count in accepted.items():
+            metrics.accepted.labels(channel).inc(count)
+        metrics.duplicates.inc(outcomes["duplicate"])
+        metrics.rejected.inc(outcomes["rejected"])
+        if accepted:
+            relay.notify(sum(accepted.values()))
         return results
 
     def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
@@ -240,7 +244,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             event = get_event(session, workspace, message_id)
             if event is None:
                 raise Problem(404, "Not Found", f"no event {message_id!r}", "message_id")
-            return event_view(event)
+            return event_views(session, workspace, [event])[0]
 
     @app.get("/v1/events")
     def get_events(
@@ -253,8 +257,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Problem(400, "Invalid query", "limit must be 1..1000", "limit")
         with db.read() as session:
             events = list_events(session, workspace, status=status, after_id=after, limit=limit)
-            items = [event_view(e) for e in events]
-            cursor = events[-1].id if len(events) == limit else None
+            items = event_views(session, workspace, events)
+            cursor = events[-1].event.id if len(events) == limit else None
         return {"events": items, "next_after": cursor}
 
     @app.get("/v1/profiles/{profile_id}")

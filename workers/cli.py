@@ -145,8 +145,10 @@ def events_failed(workspace: str, limit: int, as_json: bool) -> None:
 
     runtime = _runtime(migrate=True)
     with runtime.db.read() as session:
-        rows = list_events(session, workspace, status="failed", limit=limit)
-        views = [event_view(e) for e in rows]
+        views = [
+            event_view(record)
+            for record in list_events(session, workspace, status="failed", limit=limit)
+        ]
     for view in views:
         if as_json:
             click.echo(json.dumps(view, default=str))

@@ -61,7 +61,7 @@ def bench_ingest(
 
     click.echo(
         f"{'backend':20} {'events':>7} {'e2e ev/s':>9} {'ingest ev/s':>11} "
-        f"{'raw insert ev/s':>15} {'e2e/raw':>8}"
+        f"{'raw insert ev/s':>15} {'e2e/raw':>8} {'api cpu µs/ev':>13} {'worker cpu µs/ev':>16}"
     )
     for backend in backends:
         result = bench_backend(
@@ -69,5 +69,6 @@ def bench_ingest(
         )
         click.echo(
             f"{backend:20} {result.events:7d} {result.end_to_end_per_s:9.0f} "
-            f"{result.ingest_per_s:11.0f} {result.raw_insert_per_s:15.0f} {result.ratio:8.1%}"
+            f"{result.ingest_per_s:11.0f} {result.raw_insert_per_s:15.0f} {result.ratio:8.1%} "
+            f"{result.api_cpu_us:13.0f} {result.worker_cpu_us:16.0f}"
         )

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from connectors.sample import generate_sample, write_jsonl
 from identity.models import Profile, ProfileChannelCount
 from pipeline import DEFAULT_WORKSPACE, ingest, utcnow
+from pipeline.events import status_counts
 from pipeline.models import Event
 from workers.celery_app import configure
 from workers.process import load_runtime as _runtime
@@ -79,12 +80,11 @@ def demo(customers: int, seed: int, timeout: int) -> None:
             deadline = time.monotonic() + timeout
             while True:
                 with db.read() as session:
-                    done = session.scalar(
-                        select(func.count()).select_from(Event).where(Event.status != "pending")
-                    )
-                    total = session.scalar(select(func.count()).select_from(Event))
-                progress.update(waiting, completed=done or 0, total=total)
-                if done == total:
+                    counts = status_counts(session)
+                done = counts["processed"] + counts["failed"]
+                total = done + counts["pending"]
+                progress.update(waiting, completed=done, total=total)
+                if not counts["pending"]:
                     break
                 if time.monotonic() > deadline or worker.poll() is not None:
                     raise click.ClickException("processing did not finish; see `ecrm events`")
@@ -100,9 +100,7 @@ def _summary(console: Console, runtime: Runtime, outcome: Counter[str], people: 
     with db.read() as session:
         profiles = session.scalar(select(func.count()).select_from(Profile)) or 0
         events = session.scalar(select(func.count()).select_from(Event)) or 0
-        failed = session.scalar(
-            select(func.count()).select_from(Event).where(Event.status == "failed")
-        )
+        failed = status_counts(session)["failed"]
         per_channel = dict(
             session.execute(
                 select(ProfileChannelCount.channel, func.sum(ProfileChannelCount.count)).group_by(

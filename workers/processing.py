@@ -1,11 +1,14 @@
 """Wiring for batch processing: the event log's bookkeeping around identity resolution.
 
-Why the fallback: a batch normally commits as one transaction (fast, all or nothing). If it
-fails for a reason that retrying will not cure, the batch is re-run one event at a time so
-the one bad event is quarantined as ``failed`` with its error and its neighbours go on.
+Why the fallback: a message's batches normally commit as one transaction (fast, all or
+nothing). If that fails for a reason that retrying will not cure, they are re-run one event
+at a time, each in a savepoint, so the one bad event is quarantined as ``failed`` with its
+error and its neighbours go on.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -13,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 import identity
 from pipeline import Database, TransientError
 from pipeline.outbox import Publish, RelayStats, relay
-from pipeline.processing import complete_batch, load_batch, mark_failed, record_batch_error
+from pipeline.processing import complete_batches, load_batches, record_batch_error
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -26,34 +29,38 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def process_batch(db: Database, batch_id: int) -> int:
-    """Process a batch exactly once in its effects; returns how many events it processed."""
+def process_batches(db: Database, batch_ids: Sequence[int]) -> int:
+    """Process batches exactly once in their effects; returns how many events it processed."""
     if db.dialect == "sqlite":
-        done = _process_optimistically(db, batch_id)
+        done = _process_optimistically(db, batch_ids)
         if done is not None:
             return done
     try:
         with db.write() as session:
-            work = load_batch(session, batch_id)
-            if work is None:
-                return 0
-            profile_ids = identity.apply_events(session, work.workspace_id, work.events)
-            complete_batch(session, batch_id, profile_ids)
-        log.debug("batch_processed", batch_id=batch_id, events=len(profile_ids))
-        return len(profile_ids)
+            works = load_batches(session, batch_ids, lock=True)
+            for work in works:
+                identity.apply_events(session, work.workspace_id, work.events)
+            complete_batches(session, works)
     except Exception as exc:
         if is_transient(exc):
-            try:
-                with db.write() as session:
-                    record_batch_error(session, batch_id, f"{type(exc).__name__}: {exc}")
-            except Exception as record_exc:  # database down: the retry is what matters
-                log.warning("batch_error_not_recorded", batch_id=batch_id, error=str(record_exc))
+            _record_error(db, batch_ids, exc)
             raise TransientError(str(exc)) from exc
-        log.error("batch_failed_isolating", batch_id=batch_id, error=repr(exc))
-        return _one_by_one(db, batch_id)
+        log.error("batch_failed_isolating", batch_ids=list(batch_ids), error=repr(exc))
+        return _isolating(db, batch_ids)
+    events = sum(len(work.events) for work in works)
+    log.debug("batches_processed", batch_ids=list(batch_ids), events=events)
+    return events
 
 
-def _process_optimistically(db: Database, batch_id: int) -> int | None:
+def _record_error(db: Database, batch_ids: Sequence[int], exc: BaseException) -> None:
+    try:
+        with db.write() as session:
+            record_batch_error(session, batch_ids, f"{type(exc).__name__}: {exc}")
+    except Exception as record_exc:  # database down: the retry is what matters
+        log.warning("batch_error_not_recorded", batch_ids=list(batch_ids), error=str(record_exc))
+
+
+def _process_optimistically(db: Database, batch_ids: Sequence[int]) -> int | None:
     """SQLite: read and plan outside the write lock, then write only if nothing changed.
 
     SQLite has one write lock for the whole database, shared with the API's ingest. Holding
@@ -62,49 +69,55 @@ def _process_optimistically(db: Database, batch_id: int) -> int | None:
     """
     try:
         with db.read() as session:
-            work = load_batch(session, batch_id)
-            if work is None:
-                return 0
-            plan = identity.plan_events(session, work.workspace_id, work.events)
+            works = load_batches(session, batch_ids, lock=False)
+            plans = [identity.plan_events(session, w.workspace_id, w.events) for w in works]
+        if not works:
+            return 0
         with db.write() as session:
-            identity.write_plan(session, plan)
-            complete_batch(session, batch_id, plan.assignments)
+            complete_batches(session, works)
+            for plan in plans:
+                identity.write_plan(session, plan)
     except Exception as exc:
-        log.debug("optimistic_batch_retry", batch_id=batch_id, error=str(exc))
+        log.debug("optimistic_batch_retry", batch_ids=list(batch_ids), error=str(exc))
         return None
-    return len(plan.assignments)
+    return sum(len(work.events) for work in works)
 
 
-def _one_by_one(db: Database, batch_id: int) -> int:
-    with db.read() as session:
-        work = load_batch(session, batch_id)
-    if work is None:
-        return 0
+def _isolating(db: Database, batch_ids: Sequence[int]) -> int:
+    """Process event by event, each in a savepoint: a bad event is quarantined, not its batch.
+
+    Still one transaction, so the batches are done all at once or not at all.
+    """
     processed = 0
-    for event in work.events:
-        try:
-            with db.write() as session:
-                profile_ids = identity.apply_events(session, work.workspace_id, [event])
-                complete_batch(session, batch_id, profile_ids, done=False)
-            processed += 1
-        except Exception as exc:
-            if is_transient(exc):
-                raise TransientError(str(exc)) from exc
-            log.error("event_failed", event_id=event.id, error=repr(exc))
-            with db.write() as session:
-                mark_failed(session, {event.id: f"{type(exc).__name__}: {exc}"})
-    with db.write() as session:
-        complete_batch(session, batch_id, {})
+    failures: dict[int, str] = {}
+    try:
+        with db.write() as session:
+            works = load_batches(session, batch_ids, lock=True)
+            for work in works:
+                for event in work.events:
+                    try:
+                        with session.begin_nested():
+                            identity.apply_events(session, work.workspace_id, [event])
+                        processed += 1
+                    except Exception as exc:
+                        if is_transient(exc):
+                            raise
+                        log.error("event_failed", event_id=event.id, error=repr(exc))
+                        failures[event.id] = f"{type(exc).__name__}: {exc}"
+            complete_batches(session, works, failures)
+    except Exception as exc:
+        _record_error(db, batch_ids, exc)
+        raise TransientError(str(exc)) from exc
     return processed
 
 
 def publisher() -> Publish:
-    """A function that puts one batch id on the ``ingest`` queue (confirmed publish)."""
+    """A function that puts one message of batch ids on the ``ingest`` queue (confirmed)."""
     from workers.tasks import process_batch as task
 
-    def publish(batch_id: int) -> None:
+    def publish(batch_ids: list[int]) -> None:
         task.apply_async(
-            args=[batch_id],
+            args=[batch_ids],
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )

@@ -8,7 +8,7 @@ import structlog
 
 from pipeline import TransientError
 from workers.celery_app import PROCESS_BATCH, RELAY_OUTBOX, app
-from workers.processing import process_batch as run_batch
+from workers.processing import process_batches
 from workers.processing import relay_outbox as run_relay
 from workers.runtime import get_runtime
 
@@ -16,17 +16,21 @@ log = structlog.get_logger(__name__)
 
 
 @app.task(name=PROCESS_BATCH, bind=True, max_retries=6)
-def process_batch(self: Any, batch_id: int) -> None:
-    """Process one batch of events (retried with backoff on transient errors)."""
+def process_batch(self: Any, batch_ids: list[int] | int) -> None:
+    """Process the batches a message names (retried with backoff on transient errors).
+
+    A bare id is accepted too: messages published before batches were grouped.
+    """
+    ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
     try:
-        run_batch(get_runtime().db, batch_id)
+        process_batches(get_runtime().db, ids)
     except TransientError as exc:
         countdown = min(2**self.request.retries, 60)
-        log.warning("batch_retry", batch_id=batch_id, error=str(exc), countdown=countdown)
+        log.warning("batch_retry", batch_ids=ids, error=str(exc), countdown=countdown)
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 @app.task(name=RELAY_OUTBOX, ignore_result=True)
 def relay_outbox() -> None:
-    """Batch unbatched events, publish them, and re-publish batches past their due time."""
+    """Publish due batches (fresh, or lost past their lease) and quarantine exhausted ones."""
     run_relay(get_runtime())

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ADMIN_TOKEN, WRITE_KEY, Hub
+from sqlalchemy import select, update
 
 from pipeline import Database, ingest, load_settings
-from pipeline.models import Event
+from pipeline.events import list_events
+from pipeline.models import Batch, Event
+from pipeline.processing import mark_failed
 
 
 def sqlite_hub(tmp_path: Path) -> Hub:
@@ -36,9 +39,10 @@ def test_demo_runs_the_pipeline_over_the_sample(tmp_path: Path) -> None:
     sample = hub.home / "sample" / "touchpoints.jsonl"
     sent = sum(1 for _ in sample.open())
     with sqlite3.connect(f"file:{hub.home / 'hub.sqlite'}?mode=ro", uri=True) as db:
-        statuses = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status"))
+        statuses = dict(db.execute("SELECT status, sum(event_count) FROM batches GROUP BY 1"))
+        quarantined = db.execute("SELECT count(*) FROM event_failures").fetchone()[0]
         counted = db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0]
-    assert statuses == {"processed": sent}
+    assert statuses == {"done": sent} and quarantined == 0
     assert counted == sent
     again = hub.cli("demo", "--customers", "25", timeout=240)  # same sample: all duplicates
     assert again.returncode == 0, again.stdout + again.stderr
@@ -62,8 +66,15 @@ def test_failed_events_are_listed_and_replayed(tmp_path: Path) -> None:
     ]
     with db.write() as session:
         ingest(session, events, workspace_id="default", default_region="US")
-        session.query(Event).filter(Event.message_id != "m-2").update(
-            {"status": "failed", "error": "boom: bad data"}
+    with db.write() as session:  # as the worker leaves them: m-0 and m-1 quarantined
+        session.execute(update(Batch).values(status="done"))
+        mark_failed(
+            session,
+            "default",
+            {
+                event_id: "boom: bad data"
+                for event_id in session.scalars(select(Event.id).where(Event.message_id != "m-2"))
+            },
         )
     listed = hub.cli("events", "failed")
     assert listed.returncode == 0, listed.stderr
@@ -77,10 +88,13 @@ def test_failed_events_are_listed_and_replayed(tmp_path: Path) -> None:
     assert replayed.returncode == 0, replayed.stderr
     assert "requeued 2" in replayed.stdout
     again = hub.cli("events", "replay", "m-0", "m-2")
-    assert "requeued 0" in again.stdout and "2 still pending" in again.stdout
+    assert "requeued 0" in again.stdout, again.stdout
+    assert "1 already processed, 1 still pending" in again.stdout
     with db.read() as session:
-        rows = {e.message_id: (e.status, e.batch_id) for e in session.query(Event)}
-    assert rows == {"m-0": ("pending", None), "m-1": ("pending", None), "m-2": ("pending", None)}
+        rows = {r.event.message_id: r.status for r in list_events(session, "default")}
+        retry_batches = session.scalars(select(Batch).where(Batch.replay.is_(True))).all()
+    assert rows == {"m-0": "pending", "m-1": "pending", "m-2": "processed"}
+    assert [(b.status, b.event_count) for b in retry_batches] == [("queued", 2)]
     db.dispose()
 
 

@@ -119,7 +119,10 @@ def kill_leftovers(pids: dict[int, str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-PROCESSED_SQL = "SELECT count(*) FROM events WHERE status = 'processed'"
+PROCESSED_SQL = (
+    "SELECT (SELECT coalesce(sum(event_count), 0) FROM batches WHERE status = 'done' "
+    "AND NOT replay) - (SELECT count(*) FROM event_failures)"
+)
 
 
 def start(hub: Hub) -> Any:

@@ -15,11 +15,11 @@ import identity.resolve
 from identity.models import Profile, ProfileChannelCount
 from identity.views import find_profile_id, profile_view
 from pipeline import Database, TransientError, ingest
-from pipeline.events import replay
+from pipeline.events import get_event, list_events, replay, status_counts
 from pipeline.models import Batch, Event
-from pipeline.outbox import MAX_BATCH_ATTEMPTS, claim_due, claim_unbatched, relay
-from pipeline.processing import load_batch
-from workers.processing import process_batch
+from pipeline.outbox import MAX_BATCH_ATTEMPTS, claim_due, relay
+from pipeline.processing import load_batches
+from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -41,13 +41,19 @@ def store(db: Database, items: list[dict[str, Any]]) -> list[str]:
     return [r.status for r in results]
 
 
-def drain(db: Database, batch_size: int = 50) -> list[int]:
+def drain(db: Database, batch_size: int = 50) -> list[list[int]]:
     """Relay and process everything, as a worker would (same functions, no broker)."""
-    published: list[int] = []
+    published: list[list[int]] = []
     relay(db, published.append, batch_size=batch_size, lease_seconds=60)
-    for batch_id in published:
-        process_batch(db, batch_id)
+    for message in published:
+        process_batches(db, message)
     return published
+
+
+def event_rows(db: Database) -> list[tuple[int, ...]]:
+    """Every event row's columns: the log is append-only, so processing must not change them."""
+    with db.read() as session:
+        return [tuple(row) for row in session.execute(select(Event.__table__)).all()]
 
 
 def test_ingest_is_idempotent_on_message_id(any_db: Database) -> None:
@@ -75,13 +81,22 @@ def test_bad_neighbour_does_not_cost_the_others(any_db: Database) -> None:
 
 
 def test_events_are_processed_once_into_profiles(any_db: Database) -> None:
-    store(any_db, [touch("alice", n, "web" if n % 2 else "pos") for n in range(7)])
+    store(any_db, [touch("alice", n, "web" if n % 2 else "pos") for n in range(4)])
+    store(any_db, [touch("alice", n, "web" if n % 2 else "pos") for n in range(4, 7)])
     store(any_db, [touch("bob", n, "email") for n in range(3)])
-    batches = drain(any_db, batch_size=4)
-    assert len(batches) == 3
+    appended = event_rows(any_db)
+    messages = drain(any_db, batch_size=4)
+    # One batch per ingest call; a message carries batches up to batch_size events.
+    assert [len(message) for message in messages] == [1, 1, 1]
+    messages = drain(any_db, batch_size=4)
+    assert messages == []
     # Processing every batch again (a republished copy) changes nothing.
-    for batch_id in batches:
-        assert process_batch(any_db, batch_id) == 0
+    with any_db.read() as session:
+        batch_ids = list(session.scalars(select(Batch.id)))
+    assert process_batches(any_db, batch_ids) == 0
+    assert event_rows(any_db) == appended
+    with any_db.read() as session:
+        assert status_counts(session) == {"pending": 0, "processed": 10, "failed": 0}
     with any_db.read() as session:
         alice = find_profile_id(session, "default", "user_id", "alice", "US")
         assert alice is not None
@@ -116,23 +131,32 @@ def test_identifiers_link_and_traits_most_recent_wins(any_db: Database) -> None:
     assert view["traits"] == {"name": "Carol New", "city": "Oslo"}
 
 
-def test_relay_batches_and_sweep_republishes_lost_batches(any_db: Database) -> None:
-    store(any_db, [touch("dave", n) for n in range(10)])
+def test_relay_groups_batches_and_sweep_republishes_lost_ones(any_db: Database) -> None:
+    for n in range(10):  # ten single-event ingest calls (like /v1/track)
+        store(any_db, [touch("dave", n)])
     with any_db.write() as session:
-        fresh = claim_unbatched(session, batch_size=4, lease_seconds=30)
-    assert len(fresh) == 3
+        fresh = claim_due(session, batch_size=4, lease_seconds=30)
+    assert [len(message) for message in fresh.messages] == [4, 4, 2]
+    assert fresh.republished == 0
     # The broker "lost" them: nothing is due before the lease expires...
     with any_db.write() as session:
-        assert claim_due(session, lease_seconds=30) == []
+        assert claim_due(session, batch_size=4, lease_seconds=30).messages == []
     # ...and everything not done is due after it.
     later = datetime.now(UTC) + timedelta(seconds=31)
     with any_db.write() as session:
-        assert sorted(claim_due(session, lease_seconds=30, now=later)) == sorted(fresh)
-    for batch_id in fresh:
-        process_batch(any_db, batch_id)
+        again = claim_due(session, batch_size=4, lease_seconds=30, now=later)
+    assert again.messages == fresh.messages and again.republished == 10
+    # The lease doubles with each publish: not due again 31 s later, due after 61 s.
+    with any_db.write() as session:
+        soon = later + timedelta(seconds=31)
+        assert claim_due(session, batch_size=4, lease_seconds=30, now=soon).messages == []
+    for message in fresh.messages:
+        process_batches(any_db, message)
     with any_db.write() as session:
         much_later = later + timedelta(hours=1)
-        assert claim_due(session, lease_seconds=30, now=much_later) == []
+        assert claim_due(session, batch_size=4, lease_seconds=30, now=much_later).messages == []
+    with any_db.read() as session:
+        assert status_counts(session) == {"pending": 0, "processed": 10, "failed": 0}
 
 
 def test_failing_event_is_quarantined_and_replayable(
@@ -153,12 +177,19 @@ def test_failing_event_is_quarantined_and_replayable(
     monkeypatch.setattr(identity.resolve, "plan_events", flaky)
     drain(any_db)
     with any_db.read() as session:
-        statuses = dict(
-            session.execute(select(Event.status, func.count()).group_by(Event.status)).all()
-        )
-        failed = session.scalars(select(Event).where(Event.status == "failed")).one()
-    assert statuses == {"processed": 3, "failed": 1}
+        assert status_counts(session) == {"pending": 0, "processed": 3, "failed": 1}
+        [failed] = list_events(session, "default", status="failed")
     assert "cannot process this one" in (failed.error or "")
+    assert failed.attempts == 1
+    # Replayed while still broken: it fails again, counted, still quarantined.
+    with any_db.write() as session:
+        assert replay(session, "default", status="failed").requeued == 1
+    with any_db.read() as session:
+        assert status_counts(session) == {"pending": 1, "processed": 3, "failed": 0}
+    drain(any_db)
+    with any_db.read() as session:
+        again = get_event(session, "default", failed.event.message_id)
+        assert again is not None and (again.status, again.attempts) == ("failed", 2)
     # After the fix, replay processes it once; replaying again changes nothing.
     monkeypatch.setattr(identity, "plan_events", real)
     monkeypatch.setattr(identity.resolve, "plan_events", real)
@@ -170,43 +201,54 @@ def test_failing_event_is_quarantined_and_replayable(
         total = session.scalar(select(func.sum(Profile.event_count)))
         assert total == 4
         assert session.scalar(select(func.sum(ProfileChannelCount.count))) == 4
+        assert status_counts(session) == {"pending": 0, "processed": 4, "failed": 0}
+        fixed = get_event(session, "default", failed.event.message_id)
+        assert fixed is not None and fixed.status == "processed"
     with any_db.write() as session:
-        result = replay(session, "default", message_ids=[failed.message_id], status=None)
+        result = replay(session, "default", message_ids=[failed.event.message_id], status=None)
     assert (result.requeued, result.skipped_processed) == (0, 1)
 
 
 def test_transient_failures_are_counted_then_quarantined(any_db: Database) -> None:
     store(any_db, [touch("frank", 1)])
-    published: list[int] = []
+    published: list[list[int]] = []
     relay(any_db, published.append, batch_size=10, lease_seconds=60)
     assert len(published) == 1
     with any_db.write() as session:
-        session.execute(update(Batch).values(attempts=MAX_BATCH_ATTEMPTS, last_error="db gone"))
-    relay(any_db, published.append, batch_size=10, lease_seconds=60)
+        session.execute(update(Batch).values(attempts=MAX_BATCH_ATTEMPTS - 1, last_error="db gone"))
     with any_db.read() as session:
-        event = session.scalars(select(Event)).one()
+        [pending] = list_events(session, "default")
+    # While it is retried it is visible as pending, with its attempts and last error.
+    assert (pending.status, pending.attempts, pending.error) == ("pending", 7, "db gone")
+    with any_db.write() as session:
+        session.execute(update(Batch).values(attempts=MAX_BATCH_ATTEMPTS))
+    assert relay(any_db, published.append, batch_size=10, lease_seconds=60).quarantined == 1
+    with any_db.read() as session:
+        [event] = list_events(session, "default")
     assert (event.status, event.error) == ("failed", "db gone")
 
 
 def test_concurrent_workers_on_postgres_never_double_count(postgres_db: Database) -> None:
     """Two threads process overlapping customers (and one batch twice) at the same time."""
     users = [f"user-{i}" for i in range(40)]
-    store(postgres_db, [touch(u, n) for n in range(5) for u in users])
-    published: list[int] = []
+    for n in range(5):
+        for first in range(0, 40, 10):
+            store(postgres_db, [touch(u, n) for u in users[first : first + 10]])
+    published: list[list[int]] = []
     relay(postgres_db, published.append, batch_size=20, lease_seconds=60)
     work = published + published[:3]
     errors: list[BaseException] = []
 
-    def worker(ids: list[int]) -> None:
-        for batch_id in ids:
+    def worker(messages: list[list[int]]) -> None:
+        for message in messages:
             for _ in range(20):
                 try:
-                    process_batch(postgres_db, batch_id)
+                    process_batches(postgres_db, message)
                     break
                 except TransientError:
                     continue
             else:
-                errors.append(RuntimeError(f"batch {batch_id} kept failing"))
+                errors.append(RuntimeError(f"batches {message} kept failing"))
 
     threads = [threading.Thread(target=worker, args=(work[i::2],)) for i in range(2)]
     for thread in threads:
@@ -216,9 +258,7 @@ def test_concurrent_workers_on_postgres_never_double_count(postgres_db: Database
     assert not errors
     with postgres_db.read() as session:
         counts = dict(session.execute(select(Profile.id, Profile.event_count)).all())
-        processed = session.scalar(
-            select(func.count()).select_from(Event).where(Event.status == "processed")
-        )
+        processed = status_counts(session)["processed"]
     assert processed == 200
     assert len(counts) == 40 and set(counts.values()) == {5}
 
@@ -228,18 +268,17 @@ def test_a_plan_made_stale_by_another_writer_is_refused(any_db: Database) -> Non
     store(any_db, [touch("zed", 0)])
     drain(any_db)
     store(any_db, [touch("zed", 1), touch("zed", 2)])
-    published: list[int] = []
+    published: list[list[int]] = []
     relay(any_db, published.append, batch_size=10, lease_seconds=60)
     [first] = published
     with any_db.read() as session:
-        work = load_batch(session, first)
-        assert work is not None
+        [work] = load_batches(session, first, lock=False)
         stale = identity.plan_events(session, work.workspace_id, work.events)
     store(any_db, [touch("zed", 3)])  # another batch updates zed's profile meanwhile
     drain(any_db)
     with pytest.raises(TransientError), any_db.write() as session:
         identity.write_plan(session, stale)
-    assert process_batch(any_db, first) == 2
+    assert process_batches(any_db, first) == 2
     with any_db.read() as session:
         zed = find_profile_id(session, "default", "user_id", "zed", "US")
         view = profile_view(session, "default", zed or "")

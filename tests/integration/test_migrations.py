@@ -1,0 +1,81 @@
+"""Migrations carry existing data over, on SQLite and PostgreSQL, both ways."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from pipeline import Database
+from pipeline.events import list_events, status_counts
+from pipeline.schema import downgrade, upgrade
+
+T = "2026-11-01 10:00:00.000000"
+
+
+def seed_0001(db: Database) -> None:
+    """Events in every state the 0001 schema could hold them in."""
+    with db.engine.begin() as conn:
+        done, queued = (
+            conn.execute(
+                text(
+                    "INSERT INTO batches (workspace_id, status, event_count, created_at, due_at, "
+                    "publish_count, attempts) VALUES ('default', :s, :n, :t, :t, 1, 0) RETURNING id"
+                ),
+                {"s": status, "n": n, "t": T},
+            ).scalar_one()
+            for status, n in (("done", 2), ("queued", 1))
+        )
+        rows = [
+            ("processed-1", "processed", done, None),
+            ("failed-1", "failed", done, "boom"),
+            ("queued-1", "pending", queued, None),
+            ("unbatched-1", "pending", None, None),
+            ("unbatched-2", "pending", None, None),
+        ]
+        for message_id, status, batch_id, error in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO events (workspace_id, message_id, channel, type, occurred_at, "
+                    "received_at, source, identifiers, traits, properties, context, status, "
+                    "batch_id, attempts, error) VALUES ('default', :m, 'web', 'page.viewed', :t, "
+                    ":t, 'api', '{\"user_id\": \"u\"}', '{}', '{}', '{}', :s, :b, 0, :e)"
+                ),
+                {"m": message_id, "s": status, "b": batch_id, "e": error, "t": T},
+            )
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url"])
+def test_0002_derives_event_state_from_batches_and_failures(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    db = Database.connect(request.getfixturevalue(url_fixture))
+    try:
+        upgrade(db, "0001")
+        seed_0001(db)
+        upgrade(db)
+        with db.read() as session:
+            states = {
+                r.event.message_id: (r.status, r.error) for r in list_events(session, "default")
+            }
+            counts = status_counts(session)
+        assert states == {
+            "processed-1": ("processed", None),
+            "failed-1": ("failed", "boom"),
+            "queued-1": ("pending", None),
+            "unbatched-1": ("pending", None),
+            "unbatched-2": ("pending", None),
+        }
+        assert counts == {"pending": 3, "processed": 1, "failed": 1}
+        downgrade(db, "0001")
+        with db.engine.connect() as conn:
+            back = dict(conn.execute(text("SELECT message_id, status FROM events")).all())
+        assert back == {
+            "processed-1": "processed",
+            "failed-1": "failed",
+            "queued-1": "pending",
+            "unbatched-1": "pending",
+            "unbatched-2": "pending",
+        }
+        upgrade(db)  # and forward again
+    finally:
+        db.dispose()
