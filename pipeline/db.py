@@ -9,6 +9,7 @@ so a transaction that read a row can never be refused the lock later (SQLite's c
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class UTCDateTime(TypeDecorator[datetime]):
                 raise ValueError("naive datetime given to the database")
             if value.utcoffset():
                 value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            # "YYYY-MM-DD HH:MM:SS.ffffff" then "+00:00", cut: cheaper than replace(tzinfo)
+            return value.isoformat(" ", "microseconds")[:26]
 
         return process
 
@@ -134,6 +136,8 @@ class Database:
     engine: Engine
     _reader: sessionmaker[Session]
     _writer: sessionmaker[Session]
+    #: SQLite only: this process's writers queue here, not in SQLite's busy handler
+    _write_lock: threading.RLock | None = None
 
     @classmethod
     def connect(cls, database_url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
@@ -143,6 +147,7 @@ class Database:
             engine=engine,
             _reader=sessionmaker(engine, expire_on_commit=False),
             _writer=sessionmaker(writer_engine, expire_on_commit=False),
+            _write_lock=threading.RLock() if engine.dialect.name == "sqlite" else None,
         )
 
     @property
@@ -151,8 +156,19 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A session in one write transaction: committed on success, rolled back on error."""
-        with self._writer() as session, session.begin():
+        """A session in one write transaction: committed on success, rolled back on error.
+
+        On SQLite, threads of one process (the API's request threads and its relay) take
+        turns on a lock first. SQLite's own busy handler makes a waiting writer sleep and
+        poll, with sleeps growing to 100 ms, so the write lock sat idle while requests
+        slept: measured, a third of the API's time under 8 concurrent clients. Writers in
+        other processes still meet SQLite's lock (``BEGIN IMMEDIATE``, busy timeout).
+        """
+        if self._write_lock is None:
+            with self._writer() as session, session.begin():
+                yield session
+            return
+        with self._write_lock, self._writer() as session, session.begin():
             yield session
 
     @contextmanager

@@ -47,6 +47,9 @@ class Settings:
     worker_concurrency: int = 1
     sqlite_synchronous: str = "NORMAL"
     max_request_bytes: int = 512 * 1024
+    max_event_bytes: int = 32 * 1024
+    #: browser origins allowed to call the tracking API (``*`` for any); empty: no CORS
+    cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -89,6 +92,9 @@ def _hide_password(url: str) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -129,6 +135,17 @@ def parse_write_keys(raw: str) -> dict[str, str]:
             raise SettingsError("ECRM_WRITE_KEYS: each write key needs at least 8 characters")
         keys[key] = workspace
     return keys
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """``*`` or comma-separated ``scheme://host[:port]`` origins, as browsers send them."""
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN_RE.match(origin):
+            raise SettingsError(
+                f"ECRM_CORS_ORIGINS: {origin!r} is not an origin like https://shop.example.com"
+            )
+    return origins
 
 
 def normalize_database_url(url: str) -> str:
@@ -181,6 +198,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=_int(env, "ECRM_WORKER_CONCURRENCY", 1, 1, 256),
         sqlite_synchronous=sync,
         max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
+        max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),
+        cors_origins=parse_origins(env.get("ECRM_CORS_ORIGINS", "")),
         log_level=(env.get("ECRM_LOG_LEVEL") or "INFO").upper(),
         log_json=(env.get("ECRM_LOG_FORMAT") or "console").lower() == "json",
     )

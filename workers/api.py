@@ -12,7 +12,7 @@ import gzip
 import hmac
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -20,24 +20,34 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
 from connectors.web import SegmentMessageError, to_touchpoint
 from identity.views import event_views, find_profile_id, profile_view
-from pipeline import IngestResult, ingest, utcnow
+from pipeline import IngestResult, utcnow
 from pipeline.events import get_event, list_events
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
 from workers.celery_app import configure
+from workers.group_writer import GroupWriter
 from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
 PROBLEM = "application/problem+json"
 MAX_BATCH_MESSAGES = 2500
+SHORT_PATHS = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+    "b": "batch",
+}
 
 
 class Problem(Exception):
@@ -79,10 +89,22 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ensure_workspaces(db, set(settings.write_keys.values()))
         relay.start()
+        writer.start()
         yield
+        writer.stop()
         relay.stop()
 
     app = FastAPI(title="ecrm-hub", version="0.1.0", lifespan=lifespan)
+    if settings.cors_origins:
+        # Browsers (analytics.js) call the tracking API from the shop's own origin.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["POST", "OPTIONS"],
+            # analytics.js adds X-Retry-Count when it resends after an error
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count"],
+            max_age=3600,
+        )
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -94,19 +116,19 @@ def create_app(runtime: Runtime) -> FastAPI:
         field = str(first["loc"][-1]) if first.get("loc") else "query"
         return Problem(400, "Invalid request", str(first.get("msg", "invalid")), field).response()
 
-    async def read_json(request: Request) -> Any:
+    async def read_json(request: Request, limit: int | None = None) -> Any:
+        limit = limit or settings.max_request_bytes
+        too_large = Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
-            raise Problem(413, "Payload Too Large", f"body over {settings.max_request_bytes} bytes")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise too_large
         raw = bytearray()
         async for chunk in request.stream():
             raw.extend(chunk)
-            if len(raw) > settings.max_request_bytes:
-                raise Problem(
-                    413, "Payload Too Large", f"body over {settings.max_request_bytes} bytes"
-                )
+            if len(raw) > limit:
+                raise too_large
         if request.headers.get("content-encoding", "").lower() == "gzip":
-            raw = bytearray(_gunzip(bytes(raw), settings.max_request_bytes))
+            raw = bytearray(_gunzip(bytes(raw), limit))
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -141,11 +163,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Problem(401, "Unauthorized", "admin bearer token missing or wrong")
         return workspace
 
-    def store(workspace: str, touchpoints: list[dict[str, Any]]) -> list[IngestResult]:
-        with db.write() as session:
-            results = ingest(
-                session, touchpoints, workspace_id=workspace, default_region=settings.default_region
-            )
+    def committed(
+        workspace: str, touchpoints: Sequence[dict[str, Any]], results: Sequence[IngestResult]
+    ) -> None:
+        """After a request's events committed: count them and wake the relay."""
         outcomes = Counter(r.status for r in results)
         accepted = Counter(
             str(touchpoint.get("channel", "?"))
@@ -158,7 +179,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         metrics.rejected.inc(outcomes["rejected"])
         if accepted:
             relay.notify(sum(accepted.values()))
-        return results
+
+    writer = GroupWriter(db, settings.default_region, on_commit=committed)
+    store = writer.store
 
     def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
         async def route(request: Request) -> JSONResponse:
@@ -169,10 +192,12 @@ def create_app(runtime: Runtime) -> FastAPI:
             key = basic_write_key(request)
             # A bad Basic key is refused before the body is even read.
             workspace = workspace_for_write(key, None) if key is not None else None
-            body = await read_json(request)
+            single = message_type != "batch"
+            limit = min(settings.max_event_bytes, settings.max_request_bytes) if single else None
+            body = await read_json(request, limit)
             workspace = workspace or workspace_for_write(None, body)
             received = utcnow()
-            if message_type == "batch":
+            if not single:
                 return await _batch(workspace, body, received)
             try:
                 touchpoint = to_touchpoint(
@@ -183,7 +208,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             except SegmentMessageError as exc:
                 raise Problem(400, "Invalid event", exc.reason, exc.field) from None
-            [result] = await run_in_threadpool(store, workspace, [touchpoint])
+            [result] = await store(workspace, [touchpoint])
             if result.status == "rejected":
                 raise Problem(400, "Invalid event", result.reason or "", result.field)
             return JSONResponse({"success": True, "status": result.status})
@@ -201,6 +226,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         positions: list[int] = []
         rejected: list[dict[str, Any]] = []
         for index, message in enumerate(messages):
+            size = len(orjson.dumps(message))
+            if size > settings.max_event_bytes:
+                reason = f"message is {size} bytes; the limit is {settings.max_event_bytes}"
+                rejected.append({"index": index, "field": "message", "reason": reason})
+                continue
             own_context = message.get("context") if isinstance(message, dict) else None
             if (
                 shared_context
@@ -217,7 +247,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 positions.append(index)
             except SegmentMessageError as exc:
                 rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
-        results = await run_in_threadpool(store, workspace, touchpoints) if touchpoints else []
+        results = await store(workspace, touchpoints) if touchpoints else []
         accepted = sum(r.status == "accepted" for r in results)
         duplicates = sum(r.status == "duplicate" for r in results)
         for result, index in zip(results, positions, strict=True):
@@ -236,6 +266,15 @@ def create_app(runtime: Runtime) -> FastAPI:
     for name in ("track", "identify", "page", "screen", "group", "alias", "batch"):
         app.add_api_route(f"/v1/{name}", tracking_route(name), methods=["POST"], name=name)
     app.add_api_route("/v1/import", tracking_route("batch"), methods=["POST"], name="import")
+    # analytics.js (analytics-next) posts to the first letter of the type, `/v1/b` batched.
+    for short, name in SHORT_PATHS.items():
+        app.add_api_route(
+            f"/v1/{short}",
+            tracking_route(name),
+            methods=["POST"],
+            name=f"{name}-short",
+            include_in_schema=False,
+        )
 
     @app.get("/v1/events/{message_id}")
     def get_one_event(message_id: str, request: Request) -> dict[str, Any]:

@@ -25,6 +25,53 @@ def bench() -> None:
     """Benchmarks, each beside its reference measured in the same run."""
 
 
+@bench.command("http")
+@click.option("--seconds", default=10, show_default=True, help="Load duration per target.")
+@click.option("--connections", default=8, show_default=True, help="wrk connections.")
+@click.option("--per-request", default=100, show_default=True, help="Events per /v1/batch.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["sqlite", "postgres"]),
+    default=["sqlite"],
+    show_default=True,
+)
+@click.option(
+    "--pg-admin-url",
+    default=lambda: os.environ.get(
+        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    help="Where scratch PostgreSQL databases are created (and dropped).",
+)
+def bench_http_command(
+    seconds: int, connections: int, per_request: int, backends: tuple[str, ...], pg_admin_url: str
+) -> None:
+    """HTTP ingest via /v1/batch (wrk) beside a parse-only uvicorn app, same load."""
+    from workers.bench_http import bench_http
+
+    click.echo(
+        f"{'backend':10} {'events/req':>10} {'hub req/s':>10} {'hub ev/s':>10} "
+        f"{'parse-only req/s':>16} {'parse-only ev/s':>15} {'hub/parse-only':>14}"
+    )
+    for backend in backends:
+        try:
+            result = bench_http(
+                backend,
+                seconds=seconds,
+                connections=connections,
+                per_request=per_request,
+                pg_admin_url=pg_admin_url,
+            )
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"{backend:10} {per_request:10d} {result.hub_requests_per_s:10.0f} "
+            f"{result.hub_events_per_s:10.0f} {result.parse_only_requests_per_s:16.0f} "
+            f"{result.parse_only_events_per_s:15.0f} {result.ratio:14.1%}"
+        )
+
+
 @bench.command("ingest")
 @click.option("--events", default=20_000, show_default=True, help="Events to send.")
 @click.option("--clients", default=4, show_default=True, help="Concurrent HTTP clients.")

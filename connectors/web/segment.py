@@ -119,6 +119,15 @@ def to_touchpoint(
         identifiers["user_id"] = user_id
     if anonymous_id is not None:
         identifiers["anonymous_id"] = anonymous_id
+    if kind == "alias":
+        previous_id = _id(message, "previousId")
+        if previous_id is None:
+            raise SegmentMessageError("previousId", "alias needs the previous id")
+        # Server-side libraries send alias(previousId=<anonymous id>, userId=<new id>);
+        # browsers send the anonymousId too. Either way the two ids reach identity on one
+        # event, which links them. A previousId that was an earlier userId stays in
+        # context.segment for identity's explicit-link rules.
+        identifiers.setdefault("anonymous_id", previous_id)
     identifiers.update(
         lenient_identifiers(
             {"email": traits.get("email"), "phone": traits.get("phone")}, default_region

@@ -21,6 +21,8 @@ from conftest import ADMIN_TOKEN, WRITE_KEY, Hub, basic_auth
 from pipeline import load_settings
 
 LIMIT = 4096  # ECRM_MAX_REQUEST_BYTES of the module's hub
+EVENT_LIMIT = 3600  # its ECRM_MAX_EVENT_BYTES
+SHOP = "https://shop.example.com"  # its ECRM_CORS_ORIGINS
 PROBLEM = "application/problem+json"
 WRITE = {"Authorization": basic_auth()}
 
@@ -33,7 +35,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         home,
         settings.database_url,
         settings.broker_url,
-        extra_env={"ECRM_MAX_REQUEST_BYTES": str(LIMIT)},
+        extra_env={
+            "ECRM_MAX_REQUEST_BYTES": str(LIMIT),
+            "ECRM_MAX_EVENT_BYTES": str(EVENT_LIMIT),
+            "ECRM_CORS_ORIGINS": SHOP,
+        },
     )
     try:
         hub.launch(("serve",), ("worker", "--beat"))
@@ -186,6 +192,40 @@ def test_write_key_in_the_body_is_accepted(api: httpx.Client) -> None:
 def test_body_over_the_limit_is_413(api: httpx.Client) -> None:
     big = track(properties={"blob": "x" * LIMIT})
     problem(api.post("/v1/track", json=big, headers=WRITE), 413)
+
+
+def test_one_event_over_the_event_limit_is_413(api: httpx.Client) -> None:
+    big = track(properties={"blob": "x" * EVENT_LIMIT})
+    assert len(httpx.Request("POST", "/", json=big).content) < LIMIT
+    body = problem(api.post("/v1/track", json=big, headers=WRITE), 413, "body")
+    assert str(EVENT_LIMIT) in body["detail"]
+
+
+def test_event_over_the_limit_in_a_batch_is_rejected_alone(
+    api: httpx.Client, admin: httpx.Client
+) -> None:
+    small, big = track(), track(properties={"blob": "x" * (EVENT_LIMIT - 100)})
+    response = api.post("/v1/batch", json={"batch": [small, big]}, headers=WRITE)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["duplicates"]) == (1, 0)
+    [rejected] = body["rejected"]
+    assert (rejected["index"], rejected["field"]) == (1, "message")
+    assert f"the limit is {EVENT_LIMIT}" in rejected["reason"]
+    wait_processed(admin, [small["messageId"]])
+    assert admin.get(f"/v1/events/{big['messageId']}").status_code == 404
+
+
+def test_cors_allows_the_configured_origin_only(api: httpx.Client) -> None:
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = api.options("/v1/batch", headers={**preflight, "Origin": SHOP})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == SHOP
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    other = api.options("/v1/batch", headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    sent = api.post("/v1/track", json=track(), headers={**WRITE, "Origin": SHOP})
+    assert sent.status_code == 200 and sent.headers["access-control-allow-origin"] == SHOP
 
 
 def test_streamed_body_over_the_limit_is_413(api: httpx.Client) -> None:

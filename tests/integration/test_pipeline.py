@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 import identity
 import identity.resolve
+from connectors.web import SegmentMessageError, to_touchpoint
 from identity.models import Profile, ProfileChannelCount
 from identity.views import find_profile_id, profile_view
 from pipeline import Database, TransientError, ingest
@@ -283,3 +284,30 @@ def test_a_plan_made_stale_by_another_writer_is_refused(any_db: Database) -> Non
         zed = find_profile_id(session, "default", "user_id", "zed", "US")
         view = profile_view(session, "default", zed or "")
     assert view is not None and view["event_count"] == 4
+
+
+def test_segment_alias_links_the_anonymous_visitor_to_the_new_user(any_db: Database) -> None:
+    received = datetime.now(UTC)
+    anon = f"anon-{uuid.uuid4().hex[:8]}"
+    page = to_touchpoint(
+        {"type": "page", "anonymousId": anon, "name": "Home"},
+        received_at=received,
+        default_region="US",
+    )
+    alias = to_touchpoint(
+        {"type": "alias", "previousId": anon, "userId": "ursula"},
+        received_at=received,
+        default_region="US",
+    )
+    store(any_db, [page])
+    drain(any_db)
+    store(any_db, [alias])
+    drain(any_db)
+    with any_db.read() as session:
+        by_user = find_profile_id(session, "default", "user_id", "ursula", "US")
+        assert by_user == find_profile_id(session, "default", "anonymous_id", anon, "US")
+        view = profile_view(session, "default", by_user or "")
+    assert view is not None and view["event_count"] == 2
+    with pytest.raises(SegmentMessageError) as caught:
+        to_touchpoint({"type": "alias", "userId": "u"}, received_at=received, default_region="US")
+    assert caught.value.field == "previousId"

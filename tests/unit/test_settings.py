@@ -35,6 +35,9 @@ def test_postgres_url_gets_psycopg3_driver() -> None:
         ({"ECRM_WRITE_KEYS": "short"}, "ECRM_WRITE_KEYS"),
         ({"ECRM_DEFAULT_REGION": "XX"}, "ECRM_DEFAULT_REGION"),
         ({"ECRM_BATCH_SIZE": "0"}, "ECRM_BATCH_SIZE"),
+        ({"ECRM_CORS_ORIGINS": "shop.example.com"}, "ECRM_CORS_ORIGINS"),
+        ({"ECRM_CORS_ORIGINS": "https://a.example/path"}, "ECRM_CORS_ORIGINS"),
+        ({"ECRM_MAX_EVENT_BYTES": "10"}, "ECRM_MAX_EVENT_BYTES"),
     ],
 )
 def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -> None:
@@ -42,6 +45,15 @@ def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -
         load_settings(env)
     message = str(caught.value)
     assert needle in message and "\n" not in message
+
+
+def test_cors_origins_are_parsed() -> None:
+    settings = load_settings(
+        {"ECRM_CORS_ORIGINS": "https://shop.example.com/, http://localhost:3000"}
+    )
+    assert settings.cors_origins == ("https://shop.example.com", "http://localhost:3000")
+    assert load_settings({"ECRM_CORS_ORIGINS": "*"}).cors_origins == ("*",)
+    assert load_settings({}).cors_origins == ()
 
 
 def test_write_keys_map_to_workspaces() -> None:
