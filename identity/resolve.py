@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
@@ -84,19 +84,31 @@ def merge_traits(
     return traits, trait_times
 
 
-def _lookup(session: Session, workspace_id: str, keys: set[Key]) -> dict[Key, tuple[str, datetime]]:
+def owners_of(
+    session: Session, workspace_id: str, keys: Iterable[Key]
+) -> dict[Key, tuple[str, datetime]]:
+    """Who owns each (kind, value), and when it was last seen; unknown keys are left out.
+
+    One query per kind, ``kind = ? AND value IN (…)``: each value is an index search. (A
+    row-value ``(kind, value) IN (…)`` made SQLite scan every identifier of the workspace.)
+    """
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in keys:
+        by_kind.setdefault(kind, []).append(value)
+    ids = IDENTIFIERS.c  # Core columns: plain tuples back, no ORM loading per row
     owners: dict[Key, tuple[str, datetime]] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), _LOOKUP_CHUNK):
-        chunk = ordered[start : start + _LOOKUP_CHUNK]
-        ids = IDENTIFIERS.c  # Core columns: plain tuples back, no ORM loading per row
-        rows = session.execute(
-            select(ids.kind, ids.value, ids.profile_id, ids.last_seen_at).where(
-                ids.workspace_id == workspace_id, tuple_(ids.kind, ids.value).in_(chunk)
+    for kind, values in sorted(by_kind.items()):
+        values.sort()
+        for start in range(0, len(values), _LOOKUP_CHUNK):
+            rows = session.execute(
+                select(ids.value, ids.profile_id, ids.last_seen_at).where(
+                    ids.workspace_id == workspace_id,
+                    ids.kind == kind,
+                    ids.value.in_(values[start : start + _LOOKUP_CHUNK]),
+                )
             )
-        )
-        for kind, value, profile_id, last_seen in rows:
-            owners[(kind, value)] = (profile_id, last_seen)
+            for value, profile_id, last_seen in rows:
+                owners[(kind, value)] = (profile_id, last_seen)
     return owners
 
 
@@ -134,7 +146,7 @@ def plan_events(
     """
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
-    known = _lookup(session, workspace_id, keys)
+    known = owners_of(session, workspace_id, keys)
     owner: dict[Key, str] = {key: profile_id for key, (profile_id, _) in known.items()}
     new_keys: dict[Key, dict[str, Any]] = {}
     seen_again: dict[Key, datetime] = {}
@@ -228,22 +240,26 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         if len(session.execute(stmt, plan.new_identifiers).all()) != len(plan.new_identifiers):
             raise TransientError("identifier claimed by a concurrent batch; retrying")
-    if plan.profile_updates:
-        table = PROFILES
+    with_traits = [row for row in plan.profile_updates if "traits" in row]
+    counts_only = [row for row in plan.profile_updates if "traits" not in row]
+    for rows, traits in ((with_traits, True), (counts_only, False)):
+        if not rows:
+            continue
+        values: dict[str, Any] = {
+            "event_count": PROFILES.c.event_count + bindparam("n"),
+            "first_seen_at": bindparam("first"),
+            "last_seen_at": bindparam("last"),
+            "updated_at": bindparam("now"),
+        }
+        if traits:
+            values.update(traits=bindparam("traits"), trait_times=bindparam("times"))
         result = session.execute(
-            update(table)
-            .where(table.c.id == bindparam("pid"), table.c.updated_at == bindparam("seen"))
-            .values(
-                event_count=table.c.event_count + bindparam("n"),
-                first_seen_at=bindparam("first"),
-                last_seen_at=bindparam("last"),
-                traits=bindparam("traits"),
-                trait_times=bindparam("times"),
-                updated_at=bindparam("now"),
-            ),
-            plan.profile_updates,
+            update(PROFILES)
+            .where(PROFILES.c.id == bindparam("pid"), PROFILES.c.updated_at == bindparam("seen"))
+            .values(**values),
+            rows,
         )
-        if result.rowcount != len(plan.profile_updates):  # type: ignore[attr-defined]
+        if result.rowcount != len(rows):  # type: ignore[attr-defined]
             raise TransientError("a profile changed while its batch was planned; retrying")
     _touch_identifiers(session, plan.workspace_id, plan.identifier_touches)
     _add_channel_counts(session, plan.channel_counts)
@@ -278,20 +294,17 @@ def _profile_updates(
     updates = []
     for profile_id, traits, times, first, last, updated in session.execute(query):
         delta = deltas[profile_id]
-        if delta.trait_updates:
-            traits, times = merge_traits(traits, times, delta.trait_updates)
-        updates.append(
-            {
-                "pid": profile_id,
-                "seen": updated,
-                "n": delta.count,
-                "first": min(first, delta.first) if delta.first else first,
-                "last": max(last, delta.last) if delta.last else last,
-                "traits": traits,
-                "times": times,
-                "now": max(now, updated + timedelta(microseconds=1)),
-            }
-        )
+        row = {
+            "pid": profile_id,
+            "seen": updated,
+            "n": delta.count,
+            "first": min(first, delta.first) if delta.first else first,
+            "last": max(last, delta.last) if delta.last else last,
+            "now": max(now, updated + timedelta(microseconds=1)),
+        }
+        if delta.trait_updates:  # most events carry no traits: leave the JSON untouched
+            row["traits"], row["times"] = merge_traits(traits, times, delta.trait_updates)
+        updates.append(row)
     return updates
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
-from identity.resolve import rank
+from identity.resolve import owners_of, rank
 from pipeline.events import EventRecord, event_view
 from pipeline.identifiers import normalize_identifier
 from pipeline.models import EVENT_PROCESSED
@@ -53,20 +53,7 @@ def profiles_of_events(
     keys = {(kind, value) for ids in identifier_sets for kind, value in ids.items()}
     if not keys:
         return [None] * len(identifier_sets)
-    owners: dict[tuple[str, str], str] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), 400):
-        rows = session.execute(
-            select(
-                ProfileIdentifier.kind, ProfileIdentifier.value, ProfileIdentifier.profile_id
-            ).where(
-                ProfileIdentifier.workspace_id == workspace_id,
-                tuple_(ProfileIdentifier.kind, ProfileIdentifier.value).in_(
-                    ordered[start : start + 400]
-                ),
-            )
-        )
-        owners.update({(kind, value): pid for kind, value, pid in rows})
+    owners = {key: owner for key, (owner, _) in owners_of(session, workspace_id, keys).items()}
     survivors = _survivors(session, workspace_id, set(owners.values()))
     found: list[str | None] = []
     for ids in identifier_sets:

@@ -60,9 +60,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to the database")
-            if value.utcoffset():
+            if value.tzinfo is not UTC:  # the hub's own times are already UTC: no call
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to the database")
                 value = value.astimezone(UTC)
             # "YYYY-MM-DD HH:MM:SS.ffffff" then "+00:00", cut: cheaper than replace(tzinfo)
             return value.isoformat(" ", "microseconds")[:26]
@@ -74,7 +74,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().result_processor(dialect, coltype)
 
         def process(value: str | None) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+            # parsing the offset is cheaper than replace(tzinfo=UTC) afterwards
+            return None if value is None else datetime.fromisoformat(value + "+00:00")
 
         return process
 

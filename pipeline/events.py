@@ -90,16 +90,28 @@ def _record(row: Any) -> EventRecord:
     return EventRecord(event, EVENT_PENDING, batch_attempts, batch_error, None)
 
 
-def _status_is(status: str) -> ColumnElement[bool]:
+def _status_is(status: str, workspace_id: str) -> ColumnElement[bool]:
+    """The condition for a status, written so each is an index search, not a log scan.
+
+    ``failed`` and ``pending`` go through the (few) failure and queued-batch rows;
+    ``processed`` walks the log in id order (most events are processed).
+    """
     unfailed = EventFailure.event_id.is_(None)
     if status == EVENT_FAILED:
-        return and_(EventFailure.event_id.is_not(None), EventFailure.retry_batch_id.is_(None))
+        quarantined = select(EventFailure.event_id).where(
+            EventFailure.workspace_id == workspace_id, EventFailure.retry_batch_id.is_(None)
+        )
+        return Event.id.in_(quarantined)
     if status == EVENT_PROCESSED:
         return and_(Batch.status == BATCH_DONE, unfailed)
     if status == EVENT_PENDING:
-        return or_(
-            and_(Batch.status == BATCH_QUEUED, unfailed), EventFailure.retry_batch_id.is_not(None)
+        queued = select(Batch.id).where(
+            Batch.workspace_id == workspace_id, Batch.status == BATCH_QUEUED
         )
+        retrying = select(EventFailure.event_id).where(
+            EventFailure.workspace_id == workspace_id, EventFailure.retry_batch_id.is_not(None)
+        )
+        return or_(and_(Event.batch_id.in_(queued), unfailed), Event.id.in_(retrying))
     raise ValueError(f"unknown status {status!r}")
 
 
@@ -123,7 +135,7 @@ def list_events(
     """Events in log order, filtered; ``after_id`` pages through long lists."""
     query = _with_state().where(Event.workspace_id == workspace_id, Event.id > after_id)
     if status:
-        query = query.where(_status_is(status))
+        query = query.where(_status_is(status, workspace_id))
     if since:
         query = query.where(Event.received_at >= since)
     if until:
@@ -159,7 +171,7 @@ def replay(
     if message_ids:
         conditions.append(Event.message_id.in_(message_ids))
     if status:
-        conditions.append(_status_is(status))
+        conditions.append(_status_is(status, workspace_id))
     if since:
         conditions.append(Event.received_at >= since)
     if until:

@@ -48,6 +48,7 @@ class Event(Base):
         UniqueConstraint("workspace_id", "message_id", name="uq_events_workspace_message"),
         Index("ix_events_batch", "batch_id"),
         Index("ix_events_received", "workspace_id", "received_at"),
+        Index("ix_events_workspace_log", "workspace_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

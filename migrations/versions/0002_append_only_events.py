@@ -45,6 +45,8 @@ def upgrade() -> None:
         for column in ("status", "profile_id", "attempts", "error", "processed_at"):
             batch_op.drop_column(column)
         batch_op.alter_column("batch_id", existing_type=_ID, nullable=False)
+        # pages of the log in id order (events, ?status=processed) without sorting it
+        batch_op.create_index("ix_events_workspace_log", ["workspace_id", "id"], unique=False)
     failures = op.create_table(
         "event_failures",
         sa.Column("event_id", _ID, nullable=False),
@@ -98,6 +100,7 @@ def downgrade() -> None:
     op.drop_index("ix_event_failures_workspace", table_name="event_failures")
     op.drop_table("event_failures")
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_workspace_log")
         batch_op.alter_column("batch_id", existing_type=_ID, nullable=True)
         batch_op.add_column(
             sa.Column("status", sa.String(length=16), nullable=False, server_default="pending")
