@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -84,9 +84,15 @@ def merge_traits(
     return traits, trait_times
 
 
-def owners_of(
-    session: Session, workspace_id: str, keys: Iterable[Key]
-) -> dict[Key, tuple[str, datetime]]:
+class Owner(NamedTuple):
+    """Who owns an identifier, when it was last seen, and its row (for cheap updates)."""
+
+    profile_id: str
+    last_seen_at: datetime
+    row_id: int
+
+
+def owners_of(session: Session, workspace_id: str, keys: Iterable[Key]) -> dict[Key, Owner]:
     """Who owns each (kind, value), and when it was last seen; unknown keys are left out.
 
     One query per kind, ``kind = ? AND value IN (…)``: each value is an index search. (A
@@ -96,19 +102,19 @@ def owners_of(
     for kind, value in keys:
         by_kind.setdefault(kind, []).append(value)
     ids = IDENTIFIERS.c  # Core columns: plain tuples back, no ORM loading per row
-    owners: dict[Key, tuple[str, datetime]] = {}
+    owners: dict[Key, Owner] = {}
     for kind, values in sorted(by_kind.items()):
         values.sort()
         for start in range(0, len(values), _LOOKUP_CHUNK):
             rows = session.execute(
-                select(ids.value, ids.profile_id, ids.last_seen_at).where(
+                select(ids.value, ids.profile_id, ids.last_seen_at, ids.id).where(
                     ids.workspace_id == workspace_id,
                     ids.kind == kind,
                     ids.value.in_(values[start : start + _LOOKUP_CHUNK]),
                 )
             )
-            for value, profile_id, last_seen in rows:
-                owners[(kind, value)] = (profile_id, last_seen)
+            for value, profile_id, last_seen, row_id in rows:
+                owners[(kind, value)] = Owner(profile_id, last_seen, row_id)
     return owners
 
 
@@ -147,7 +153,7 @@ def plan_events(
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
     known = owners_of(session, workspace_id, keys)
-    owner: dict[Key, str] = {key: profile_id for key, (profile_id, _) in known.items()}
+    owner: dict[Key, str] = {key: found.profile_id for key, found in known.items()}
     new_keys: dict[Key, dict[str, Any]] = {}
     seen_again: dict[Key, datetime] = {}
     new_profiles: set[str] = set()
@@ -171,7 +177,7 @@ def plan_events(
             elif key in new_keys:
                 row = new_keys[key]
                 row["last_seen_at"] = max(row["last_seen_at"], event.occurred_at)
-            elif event.occurred_at > max(seen_again.get(key, known[key][1]), known[key][1]):
+            elif event.occurred_at > seen_again.get(key, known[key].last_seen_at):
                 seen_again[key] = event.occurred_at
         deltas.setdefault(profile_id, _Delta()).add(event)
         plan.assignments[event.id] = profile_id
@@ -200,7 +206,7 @@ def plan_events(
         session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock, now=plan.now
     )
     plan.identifier_touches = [
-        {"k": k, "v": v, "seen": at} for (k, v), at in sorted(seen_again.items())
+        {"row": known[key].row_id, "seen": at} for key, at in sorted(seen_again.items())
     ]
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
@@ -261,7 +267,7 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         if result.rowcount != len(rows):  # type: ignore[attr-defined]
             raise TransientError("a profile changed while its batch was planned; retrying")
-    _touch_identifiers(session, plan.workspace_id, plan.identifier_touches)
+    _touch_identifiers(session, plan.identifier_touches)
     _add_channel_counts(session, plan.channel_counts)
 
 
@@ -308,19 +314,14 @@ def _profile_updates(
     return updates
 
 
-def _touch_identifiers(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> None:
+def _touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
     """Move identifiers' last-seen forward (never back, whoever wrote meanwhile)."""
     if not rows:
         return
     table = IDENTIFIERS
     session.execute(
         update(table)
-        .where(
-            table.c.workspace_id == workspace_id,
-            table.c.kind == bindparam("k"),
-            table.c.value == bindparam("v"),
-            table.c.last_seen_at < bindparam("seen"),
-        )
+        .where(table.c.id == bindparam("row"), table.c.last_seen_at < bindparam("seen"))
         .values(last_seen_at=bindparam("seen")),
         rows,
     )

@@ -53,7 +53,9 @@ def profiles_of_events(
     keys = {(kind, value) for ids in identifier_sets for kind, value in ids.items()}
     if not keys:
         return [None] * len(identifier_sets)
-    owners = {key: owner for key, (owner, _) in owners_of(session, workspace_id, keys).items()}
+    owners = {
+        key: found.profile_id for key, found in owners_of(session, workspace_id, keys).items()
+    }
     survivors = _survivors(session, workspace_id, set(owners.values()))
     found: list[str | None] = []
     for ids in identifier_sets:
