@@ -25,9 +25,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
 from identity.views import event_views, find_profile_id, profile_view
-from pipeline import IngestResult, utcnow
+from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
@@ -276,7 +277,42 @@ def create_app(runtime: Runtime) -> FastAPI:
             include_in_schema=False,
         )
 
-    @app.get("/v1/events/{message_id}")
+    @app.post("/v1/pos/transactions")
+    async def pos_transactions(request: Request) -> JSONResponse:
+        """POS transactions (one, a list, or ``{"transactions": [...]}``); see connectors.pos."""
+        with metrics.request_seconds.time():
+            key = basic_write_key(request)
+            workspace = workspace_for_write(key, None) if key is not None else None
+            body = await read_json(request)
+            workspace = workspace or workspace_for_write(None, body)
+            try:
+                batch = read_transactions(
+                    body, received_at=utcnow(), default_region=settings.default_region
+                )
+            except TooManyTransactions as exc:
+                raise Problem(413, "Payload Too Large", exc.message, exc.field) from None
+            except ValidationError as exc:
+                raise Problem(400, "Invalid transactions", exc.message, exc.field) from None
+            touchpoints = batch.touchpoints
+            results = await store(workspace, touchpoints) if touchpoints else []
+            metrics.rejected.inc(len(batch.rejected))
+            accepted, duplicates, rejected = batch.outcome(results)
+            if rejected and accepted + duplicates == 0:
+                first = rejected[0]
+                detail = first["reason"] if batch.single else "no transaction in the body was valid"
+                problem = Problem(400, "Invalid transaction", detail or "invalid", first["field"])
+                problem.extra["rejected"] = rejected
+                raise problem
+            return JSONResponse(
+                {
+                    "success": True,
+                    "accepted": accepted,
+                    "duplicates": duplicates,
+                    "rejected": rejected,
+                }
+            )
+
+    @app.get("/v1/events/{message_id:path}")  # ids may hold "/"
     def get_one_event(message_id: str, request: Request) -> dict[str, Any]:
         workspace = workspace_for_admin(request)
         with db.read() as session:

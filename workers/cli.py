@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import click
 
@@ -190,6 +191,56 @@ def events_replay(
     click.echo(
         f"requeued {result.requeued}; skipped {result.skipped_processed} already processed, "
         f"{result.skipped_pending} still pending"
+    )
+
+
+@main.group("import")
+def import_group() -> None:
+    """Load exports of other systems (POS transactions)."""
+
+
+@import_group.command("pos")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--mapping",
+    default="generic",
+    show_default=True,
+    help="A shipped mapping by name (generic, square) or a mapping YAML file by path.",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Default: from the extension (.csv; .jsonl/.ndjson).",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where refused rows go (line, field, reason). Default: FILE.rejects.csv",
+)
+@click.option("--workspace", default="default", show_default=True)
+@click.option("--restart", is_flag=True, help="Ignore the checkpoint; read the whole file again.")
+@one_line_errors
+def import_pos(
+    file: Path,
+    mapping: str,
+    file_format: str | None,
+    rejects: Path | None,
+    workspace: str,
+    restart: bool,
+) -> None:
+    """Import a POS export (CSV or JSON Lines): resumable, idempotent, with a reject file."""
+    from workers.pos_import import run_pos_import
+
+    sys.exit(
+        run_pos_import(
+            file,
+            mapping_name=mapping,
+            file_format=file_format,
+            rejects=rejects,
+            workspace=workspace,
+            restart=restart,
+        )
     )
 
 

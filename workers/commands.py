@@ -25,6 +25,48 @@ def bench() -> None:
     """Benchmarks, each beside its reference measured in the same run."""
 
 
+@bench.command("pos-import")
+@click.option("--rows", default=1_000_000, show_default=True, help="CSV rows to generate.")
+@click.option(
+    "--items",
+    default=4,
+    show_default=True,
+    help="Line items per basket, 1..N (one row each); 1 = a transaction per row.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["sqlite", "postgres"]),
+    default=["sqlite"],
+    show_default=True,
+)
+@click.option(
+    "--pg-admin-url",
+    default=lambda: os.environ.get(
+        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    help="Where scratch PostgreSQL databases are created (and dropped).",
+)
+def bench_pos_import_command(
+    rows: int, items: int, backends: tuple[str, ...], pg_admin_url: str
+) -> None:
+    """POS CSV import rows/s beside the raw batched-insert ceiling, and peak memory."""
+    from workers.bench_pos import bench_pos_import
+
+    click.echo(
+        f"{'backend':10} {'rows':>9} {'trans.':>9} {'import rows/s':>13} {'trans./s':>9} "
+        f"{'raw insert rows/s':>17} {'import/raw':>10} {'peak RSS MB':>11}"
+    )
+    for backend in backends:
+        result = bench_pos_import(backend, rows, pg_admin_url, items=items)
+        click.echo(
+            f"{backend:10} {result.rows:9d} {result.transactions:9d} "
+            f"{result.rows_per_s:13.0f} {result.transactions_per_s:9.0f} "
+            f"{result.raw_insert_per_s:17.0f} {result.ratio:10.1%} {result.peak_rss_mb:11.0f}"
+        )
+
+
 @bench.command("http")
 @click.option("--seconds", default=10, show_default=True, help="Load duration per target.")
 @click.option("--connections", default=8, show_default=True, help="wrk connections.")

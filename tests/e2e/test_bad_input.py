@@ -419,3 +419,12 @@ def test_a_bad_basic_key_is_refused_before_the_body_is_read(api: httpx.Client) -
     assert api.post("/v1/track", content=b"{not json", headers=headers).status_code == 401
     huge = b"[" + b"0," * LIMIT + b"0]"
     assert api.post("/v1/batch", content=huge, headers=headers).status_code == 401
+
+
+def test_event_ids_with_slashes_can_be_looked_up(api: httpx.Client, admin: httpx.Client) -> None:
+    message = track(messageId=f"orders/2026/{uuid.uuid4().hex[:8]}")
+    assert api.post("/v1/track", json=message, headers=WRITE).status_code == 200
+    wait_processed(admin, [message["messageId"]])
+    assert (
+        admin.get(f"/v1/events/{message['messageId']}").json()["message_id"] == message["messageId"]
+    )
