@@ -12,7 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 import pydantic
+from sqlalchemy import DateTime, Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.db import dialect_insert
@@ -105,6 +108,10 @@ def ingest(
     return [r for r in results if r is not None]
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the rows under one new batch; returns the message ids that were new."""
     now = utcnow()
@@ -122,14 +129,17 @@ def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> 
         )
         .returning(BATCHES.c.id)
     ).scalar_one()
-    for row in rows:
-        row["batch_id"] = batch_id
-    stmt = (
-        dialect_insert(session)(EVENTS)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(EVENTS.c.message_id)
-    )
-    inserted = set(session.execute(stmt, rows).scalars())
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = _insert_unnest(session, workspace_id, batch_id, rows)
+    else:
+        for row in rows:
+            row["batch_id"] = batch_id
+        stmt = (
+            dialect_insert(session)(EVENTS)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+            .returning(EVENTS.c.message_id)
+        )
+        inserted = set(session.execute(stmt, rows).scalars())
     if len(inserted) < len(rows):  # duplicates of events already in the log
         batch = BATCHES.c.id == batch_id
         if inserted:
@@ -137,6 +147,58 @@ def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> 
         else:
             session.execute(BATCHES.delete().where(batch))
     return inserted
+
+
+_UNNEST_INSERT = text(
+    "INSERT INTO events (workspace_id, message_id, channel, type, occurred_at, received_at,"
+    " source, identifiers, traits, properties, context, batch_id)"
+    " SELECT :workspace_id, m, c, t, o, r, s, i::jsonb, tr::jsonb, p::jsonb, cx::jsonb, :batch_id"
+    " FROM unnest(:message_ids, :channels, :types, :occurred, :received, :sources,"
+    " :identifiers, :traits, :properties, :contexts) AS u(m, c, t, o, r, s, i, tr, p, cx)"
+    " ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id"
+).bindparams(
+    bindparam("occurred", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("received", type_=ARRAY(DateTime(timezone=True))),
+    *(
+        bindparam(name, type_=ARRAY(Text()))
+        for name in (
+            "message_ids",
+            "channels",
+            "types",
+            "sources",
+            "identifiers",
+            "traits",
+            "properties",
+            "contexts",
+        )
+    ),
+)
+
+
+def _insert_unnest(
+    session: Session, workspace_id: str, batch_id: int, rows: list[dict[str, Any]]
+) -> set[str]:
+    """PostgreSQL: one short statement with one array per column, whatever the row count.
+
+    Why: SQLAlchemy's multi-row ``VALUES`` makes a statement thousands of parameters long,
+    which psycopg parses afresh on every call (too long for its cache): a third of the API's
+    time on PostgreSQL, measured with py-spy. This text is constant and carries no values.
+    """
+    params = {
+        "workspace_id": workspace_id,
+        "batch_id": batch_id,
+        "message_ids": [row["message_id"] for row in rows],
+        "channels": [row["channel"] for row in rows],
+        "types": [row["type"] for row in rows],
+        "occurred": [row["occurred_at"] for row in rows],
+        "received": [row["received_at"] for row in rows],
+        "sources": [row["source"] for row in rows],
+        "identifiers": [_json_text(row["identifiers"]) for row in rows],
+        "traits": [_json_text(row["traits"]) for row in rows],
+        "properties": [_json_text(row["properties"]) for row in rows],
+        "contexts": [_json_text(row["context"]) for row in rows],
+    }
+    return set(session.execute(_UNNEST_INSERT, params).scalars())
 
 
 def _raw_id(item: Mapping[str, Any]) -> str | None:
