@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.envelope import utcnow
 from pipeline.models import (
     BATCH_DONE,
     BATCH_QUEUED,
@@ -26,6 +25,7 @@ from pipeline.models import (
     Batch,
     Event,
     EventFailure,
+    new_batch,
 )
 
 REPLAY_BATCH_EVENTS = 500
@@ -183,25 +183,13 @@ def replay(
         counts[record.status] += 1
         if record.status == EVENT_FAILED:
             failed.append(record.event.id)
-    now = utcnow()
     for first in range(0, len(failed), batch_events):
         chunk = failed[first : first + batch_events]
-        batch = Batch(
-            workspace_id=workspace_id,
-            status=BATCH_QUEUED,
-            event_count=len(chunk),
-            created_at=now,
-            due_at=now,
-            publish_count=0,
-            attempts=0,
-            replay=True,
-        )
-        session.add(batch)
-        session.flush()
+        batch_id = new_batch(session, workspace_id, len(chunk), replay=True)
         session.execute(
             update(EventFailure)
             .where(EventFailure.event_id.in_(chunk), EventFailure.retry_batch_id.is_(None))
-            .values(retry_batch_id=batch.id),
+            .values(retry_batch_id=batch_id),
             execution_options={"synchronize_session": False},
         )
     return ReplayResult(counts[EVENT_FAILED], counts[EVENT_PROCESSED], counts[EVENT_PENDING])

@@ -19,10 +19,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.db import dialect_insert
-from pipeline.envelope import Touchpoint, utcnow
+from pipeline.envelope import Touchpoint
 from pipeline.errors import ValidationError
 from pipeline.identifiers import normalize_identifiers
-from pipeline.models import BATCH_QUEUED, BATCHES, EVENTS
+from pipeline.models import BATCHES, EVENTS, new_batch
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
@@ -114,21 +114,7 @@ def _json_text(value: Any) -> str:
 
 def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the rows under one new batch; returns the message ids that were new."""
-    now = utcnow()
-    batch_id = session.execute(
-        BATCHES.insert()
-        .values(
-            workspace_id=workspace_id,
-            status=BATCH_QUEUED,
-            event_count=len(rows),
-            created_at=now,
-            due_at=now,
-            publish_count=0,
-            attempts=0,
-            replay=False,
-        )
-        .returning(BATCHES.c.id)
-    ).scalar_one()
+    batch_id = new_batch(session, workspace_id, len(rows))
     if session.get_bind().dialect.name == "postgresql":
         inserted = _insert_unnest(session, workspace_id, batch_id, rows)
     else:

@@ -16,10 +16,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
+from pipeline.envelope import utcnow
 
 EVENT_PENDING = "pending"
 EVENT_PROCESSED = "processed"
@@ -110,6 +121,26 @@ class EventFailure(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     retry_batch_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+
+
+def new_batch(session: Session, workspace_id: str, events: int, *, replay: bool = False) -> int:
+    """Insert a queued batch row, due at once (the relay publishes it next); its id."""
+    now = utcnow()
+    batch_id: int = session.execute(
+        insert(Batch)
+        .values(
+            workspace_id=workspace_id,
+            status=BATCH_QUEUED,
+            event_count=events,
+            created_at=now,
+            due_at=now,
+            publish_count=0,
+            attempts=0,
+            replay=replay,
+        )
+        .returning(Batch.id)
+    ).scalar_one()
+    return batch_id
 
 
 #: Core tables for bulk statements (typed for mypy).

@@ -20,6 +20,24 @@ def register(main: click.Group) -> None:
     main.add_command(demo)
 
 
+#: Options the bench commands share.
+_pg_admin_url = click.option(
+    "--pg-admin-url",
+    default=lambda: os.environ.get(
+        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    help="Where scratch PostgreSQL databases are created (and dropped).",
+)
+_database_backends = click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["sqlite", "postgres"]),
+    default=["sqlite"],
+    show_default=True,
+)
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks, each beside its reference measured in the same run."""
@@ -33,21 +51,8 @@ def bench() -> None:
     show_default=True,
     help="Line items per basket, 1..N (one row each); 1 = a transaction per row.",
 )
-@click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    type=click.Choice(["sqlite", "postgres"]),
-    default=["sqlite"],
-    show_default=True,
-)
-@click.option(
-    "--pg-admin-url",
-    default=lambda: os.environ.get(
-        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    help="Where scratch PostgreSQL databases are created (and dropped).",
-)
+@_database_backends
+@_pg_admin_url
 def bench_pos_import_command(
     rows: int, items: int, backends: tuple[str, ...], pg_admin_url: str
 ) -> None:
@@ -71,21 +76,8 @@ def bench_pos_import_command(
 @click.option("--seconds", default=10, show_default=True, help="Load duration per target.")
 @click.option("--connections", default=8, show_default=True, help="wrk connections.")
 @click.option("--per-request", default=100, show_default=True, help="Events per /v1/batch.")
-@click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    type=click.Choice(["sqlite", "postgres"]),
-    default=["sqlite"],
-    show_default=True,
-)
-@click.option(
-    "--pg-admin-url",
-    default=lambda: os.environ.get(
-        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    help="Where scratch PostgreSQL databases are created (and dropped).",
-)
+@_database_backends
+@_pg_admin_url
 def bench_http_command(
     seconds: int, connections: int, per_request: int, backends: tuple[str, ...], pg_admin_url: str
 ) -> None:
@@ -125,13 +117,7 @@ def bench_http_command(
     default=["sqlite", "postgres+rabbitmq"],
     show_default=True,
 )
-@click.option(
-    "--pg-admin-url",
-    default=lambda: os.environ.get(
-        "ECRM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    help="Where scratch PostgreSQL databases are created (and dropped).",
-)
+@_pg_admin_url
 @click.option(
     "--worker-concurrency",
     default=1,
