@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 import orjson
 import pydantic
-from sqlalchemy import DateTime, Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from pipeline.db import dialect_insert
@@ -108,15 +107,11 @@ def ingest(
     return [r for r in results if r is not None]
 
 
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the rows under one new batch; returns the message ids that were new."""
     batch_id = new_batch(session, workspace_id, len(rows))
     if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_unnest(session, workspace_id, batch_id, rows)
+        inserted = _insert_recordset(session, workspace_id, batch_id, rows)
     else:
         for row in rows:
             row["batch_id"] = batch_id
@@ -135,56 +130,44 @@ def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> 
     return inserted
 
 
-_UNNEST_INSERT = text(
+_RECORDSET_INSERT = text(
     "INSERT INTO events (workspace_id, message_id, channel, type, occurred_at, received_at,"
     " source, identifiers, traits, properties, context, batch_id)"
-    " SELECT :workspace_id, m, c, t, o, r, s, i::jsonb, tr::jsonb, p::jsonb, cx::jsonb, :batch_id"
-    " FROM unnest(:message_ids, :channels, :types, :occurred, :received, :sources,"
-    " :identifiers, :traits, :properties, :contexts) AS u(m, c, t, o, r, s, i, tr, p, cx)"
+    " SELECT :workspace_id, r.message_id, r.channel, r.type, r.occurred_at, r.received_at,"
+    " r.source, r.identifiers, r.traits, r.properties, r.context, :batch_id"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(message_id text, channel text,"
+    " type text, occurred_at timestamptz, received_at timestamptz, source text,"
+    " identifiers jsonb, traits jsonb, properties jsonb, context jsonb)"
     " ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id"
-).bindparams(
-    bindparam("occurred", type_=ARRAY(DateTime(timezone=True))),
-    bindparam("received", type_=ARRAY(DateTime(timezone=True))),
-    *(
-        bindparam(name, type_=ARRAY(Text()))
-        for name in (
-            "message_ids",
-            "channels",
-            "types",
-            "sources",
-            "identifiers",
-            "traits",
-            "properties",
-            "contexts",
-        )
-    ),
+)
+_ROW_FIELDS = (
+    "message_id",
+    "channel",
+    "type",
+    "occurred_at",
+    "received_at",
+    "source",
+    "identifiers",
+    "traits",
+    "properties",
+    "context",
 )
 
 
-def _insert_unnest(
+def _insert_recordset(
     session: Session, workspace_id: str, batch_id: int, rows: list[dict[str, Any]]
 ) -> set[str]:
-    """PostgreSQL: one short statement with one array per column, whatever the row count.
+    """PostgreSQL: the rows travel as one JSON document, expanded by the server.
 
     Why: SQLAlchemy's multi-row ``VALUES`` makes a statement thousands of parameters long,
-    which psycopg parses afresh on every call (too long for its cache): a third of the API's
-    time on PostgreSQL, measured with py-spy. This text is constant and carries no values.
+    which psycopg parses afresh on every call (too long for its cache), and arrays per
+    column cost as much again in psycopg's escaping. One ``orjson`` document (times as
+    RFC 3339 with their offset) is built in C, and this statement text is constant and
+    carries no values. Measured with py-spy: a third of the API's time on PostgreSQL.
     """
-    params = {
-        "workspace_id": workspace_id,
-        "batch_id": batch_id,
-        "message_ids": [row["message_id"] for row in rows],
-        "channels": [row["channel"] for row in rows],
-        "types": [row["type"] for row in rows],
-        "occurred": [row["occurred_at"] for row in rows],
-        "received": [row["received_at"] for row in rows],
-        "sources": [row["source"] for row in rows],
-        "identifiers": [_json_text(row["identifiers"]) for row in rows],
-        "traits": [_json_text(row["traits"]) for row in rows],
-        "properties": [_json_text(row["properties"]) for row in rows],
-        "contexts": [_json_text(row["context"]) for row in rows],
-    }
-    return set(session.execute(_UNNEST_INSERT, params).scalars())
+    document = orjson.dumps([{field: row[field] for field in _ROW_FIELDS} for row in rows])
+    params = {"workspace_id": workspace_id, "batch_id": batch_id, "rows": document.decode()}
+    return set(session.execute(_RECORDSET_INSERT, params).scalars())
 
 
 def _raw_id(item: Mapping[str, Any]) -> str | None:

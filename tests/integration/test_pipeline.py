@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -311,3 +311,29 @@ def test_segment_alias_links_the_anonymous_visitor_to_the_new_user(any_db: Datab
     with pytest.raises(SegmentMessageError) as caught:
         to_touchpoint({"type": "alias", "userId": "u"}, received_at=received, default_region="US")
     assert caught.value.field == "previousId"
+
+
+def test_ingest_stores_every_field_exactly(any_db: Database) -> None:
+    """Quotes, backslashes, unicode, nesting and microseconds survive the bulk insert."""
+    odd = 'He said "hi" \\ back\\slash, ünïcødé ✓, tab\there'
+    item = {
+        "message_id": f'odd "id" \\ {uuid.uuid4().hex[:6]}',
+        "channel": "web",
+        "type": "page.viewed",
+        "occurred_at": datetime(2026, 11, 1, 9, 0, 0, 123456, tzinfo=timezone(timedelta(hours=5))),
+        "received_at": datetime(2026, 11, 1, 4, 0, 1, 7, tzinfo=UTC),
+        "source": "api",
+        "identifiers": {"user_id": odd},
+        "traits": {"name": odd, "nested": {"list": [1, 2.5, None, True, odd]}},
+        "properties": {"empty": {}, "deep": [[{"k": odd}]], "big": 2**53},
+        "context": {"page": {"url": 'https://x.example/?q=a&b="c"'}},
+    }
+    assert store(any_db, [item]) == ["accepted"]
+    with any_db.read() as session:
+        record = get_event(session, "default", item["message_id"])
+    assert record is not None
+    event = record.event
+    assert event.occurred_at == item["occurred_at"] and event.occurred_at.tzinfo == UTC
+    assert event.received_at == item["received_at"]
+    stored = (event.identifiers, event.traits, event.properties, event.context)
+    assert stored == (item["identifiers"], item["traits"], item["properties"], item["context"])
