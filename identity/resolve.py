@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
+from identity import pg_writes
 from identity.models import (
     CHANNEL_COUNTS,
     IDENTIFIERS,
@@ -206,7 +207,7 @@ def plan_events(
         session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock, now=plan.now
     )
     plan.identifier_touches = [
-        {"row": known[key].row_id, "seen": at} for key, at in sorted(seen_again.items())
+        {"rid": known[key].row_id, "seen": at} for key, at in sorted(seen_again.items())
     ]
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
@@ -246,10 +247,15 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         if len(session.execute(stmt, plan.new_identifiers).all()) != len(plan.new_identifiers):
             raise TransientError("identifier claimed by a concurrent batch; retrying")
+    postgres = session.get_bind().dialect.name == "postgresql"
     with_traits = [row for row in plan.profile_updates if "traits" in row]
     counts_only = [row for row in plan.profile_updates if "traits" not in row]
     for rows, traits in ((with_traits, True), (counts_only, False)):
         if not rows:
+            continue
+        if postgres:
+            if pg_writes.update_profiles(session, rows, traits=traits) != len(rows):
+                raise TransientError("a profile changed while its batch was planned; retrying")
             continue
         values: dict[str, Any] = {
             "event_count": PROFILES.c.event_count + bindparam("n"),
@@ -267,6 +273,12 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         if result.rowcount != len(rows):  # type: ignore[attr-defined]
             raise TransientError("a profile changed while its batch was planned; retrying")
+    if postgres:
+        if plan.identifier_touches:
+            pg_writes.touch_identifiers(session, plan.identifier_touches)
+        if plan.channel_counts:
+            pg_writes.add_channel_counts(session, plan.channel_counts)
+        return
     _touch_identifiers(session, plan.identifier_touches)
     _add_channel_counts(session, plan.channel_counts)
 
@@ -321,7 +333,7 @@ def _touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
     table = IDENTIFIERS
     session.execute(
         update(table)
-        .where(table.c.id == bindparam("row"), table.c.last_seen_at < bindparam("seen"))
+        .where(table.c.id == bindparam("rid"), table.c.last_seen_at < bindparam("seen"))
         .values(last_seen_at=bindparam("seen")),
         rows,
     )
