@@ -15,18 +15,17 @@ That keeps the database round trips per batch constant, which is where throughpu
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
-from identity import pg_writes
+from identity import pg_writes, row_writes
 from identity.models import (
-    CHANNEL_COUNTS,
     IDENTIFIERS,
     PROFILES,
 )
@@ -67,6 +66,11 @@ class _Delta:
 def rank(kind: str) -> int:
     """Position of an identifier kind in :data:`PRIORITY` (unknown kinds come last)."""
     return _RANK.get(kind, len(PRIORITY))
+
+
+def by_strength(identifiers: Mapping[str, str]) -> list[Key]:
+    """An event's identifiers, strongest first: the first one owned decides its profile."""
+    return sorted(identifiers.items(), key=lambda item: rank(item[0]))
 
 
 def merge_traits(
@@ -130,7 +134,6 @@ class Plan:
 
     workspace_id: str
     now: datetime
-    assignments: dict[int, str] = field(default_factory=dict)
     new_profiles: list[dict[str, Any]] = field(default_factory=list)
     new_identifiers: list[dict[str, Any]] = field(default_factory=list)
     profile_updates: list[dict[str, Any]] = field(default_factory=list)
@@ -161,7 +164,7 @@ def plan_events(
     deltas: dict[str, _Delta] = {}
 
     for event in events:
-        ranked = sorted(event.identifiers.items(), key=lambda item: rank(item[0]))
+        ranked = by_strength(event.identifiers)
         profile_id = next((owner[k] for k in ranked if k in owner), None)
         if profile_id is None:
             profile_id = new_profile_id()
@@ -181,7 +184,6 @@ def plan_events(
             elif event.occurred_at > seen_again.get(key, known[key].last_seen_at):
                 seen_again[key] = event.occurred_at
         deltas.setdefault(profile_id, _Delta()).add(event)
-        plan.assignments[event.id] = profile_id
 
     for profile_id in sorted(new_profiles):
         delta = deltas[profile_id]
@@ -223,11 +225,14 @@ def apply_events(
     events: Sequence[StoredEvent],
     *,
     now: datetime | None = None,
-) -> dict[int, str]:
-    """Plan and write in the caller's transaction; returns event id -> profile id."""
+) -> None:
+    """Plan and write in the caller's transaction.
+
+    Which profile an event went to is not stored: it is the owner of the event's strongest
+    identifier (:func:`by_strength`), which :mod:`identity.views` derives when asked.
+    """
     plan = plan_events(session, workspace_id, events, lock=True, now=now)
     write_plan(session, plan)
-    return plan.assignments
 
 
 def write_plan(session: Session, plan: Plan) -> None:
@@ -247,40 +252,15 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         if len(session.execute(stmt, plan.new_identifiers).all()) != len(plan.new_identifiers):
             raise TransientError("identifier claimed by a concurrent batch; retrying")
-    postgres = session.get_bind().dialect.name == "postgresql"
-    with_traits = [row for row in plan.profile_updates if "traits" in row]
-    counts_only = [row for row in plan.profile_updates if "traits" not in row]
-    for rows, traits in ((with_traits, True), (counts_only, False)):
-        if not rows:
-            continue
-        if postgres:
-            if pg_writes.update_profiles(session, rows, traits=traits) != len(rows):
-                raise TransientError("a profile changed while its batch was planned; retrying")
-            continue
-        values: dict[str, Any] = {
-            "event_count": PROFILES.c.event_count + bindparam("n"),
-            "first_seen_at": bindparam("first"),
-            "last_seen_at": bindparam("last"),
-            "updated_at": bindparam("now"),
-        }
-        if traits:
-            values.update(traits=bindparam("traits"), trait_times=bindparam("times"))
-        result = session.execute(
-            update(PROFILES)
-            .where(PROFILES.c.id == bindparam("pid"), PROFILES.c.updated_at == bindparam("seen"))
-            .values(**values),
-            rows,
-        )
-        if result.rowcount != len(rows):  # type: ignore[attr-defined]
+    writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
+    for traits in (True, False):
+        rows = [row for row in plan.profile_updates if ("traits" in row) == traits]
+        if rows and writes.update_profiles(session, rows, traits=traits) != len(rows):
             raise TransientError("a profile changed while its batch was planned; retrying")
-    if postgres:
-        if plan.identifier_touches:
-            pg_writes.touch_identifiers(session, plan.identifier_touches)
-        if plan.channel_counts:
-            pg_writes.add_channel_counts(session, plan.channel_counts)
-        return
-    _touch_identifiers(session, plan.identifier_touches)
-    _add_channel_counts(session, plan.channel_counts)
+    if plan.identifier_touches:
+        writes.touch_identifiers(session, plan.identifier_touches)
+    if plan.channel_counts:
+        writes.add_channel_counts(session, plan.channel_counts)
 
 
 def _profile_updates(
@@ -324,27 +304,3 @@ def _profile_updates(
             row["traits"], row["times"] = merge_traits(traits, times, delta.trait_updates)
         updates.append(row)
     return updates
-
-
-def _touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Move identifiers' last-seen forward (never back, whoever wrote meanwhile)."""
-    if not rows:
-        return
-    table = IDENTIFIERS
-    session.execute(
-        update(table)
-        .where(table.c.id == bindparam("rid"), table.c.last_seen_at < bindparam("seen"))
-        .values(last_seen_at=bindparam("seen")),
-        rows,
-    )
-
-
-def _add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    stmt = dialect_insert(session)(CHANNEL_COUNTS)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["workspace_id", "profile_id", "channel"],
-        set_={"count": CHANNEL_COUNTS.c.count + stmt.excluded.count},
-    )
-    session.execute(stmt, rows)

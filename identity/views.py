@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
-from identity.resolve import owners_of, rank
+from identity.resolve import by_strength, owners_of
 from pipeline.events import EventRecord, event_view
 from pipeline.identifiers import normalize_identifier
 from pipeline.models import EVENT_PROCESSED
@@ -59,8 +59,7 @@ def profiles_of_events(
     survivors = _survivors(session, workspace_id, set(owners.values()))
     found: list[str | None] = []
     for ids in identifier_sets:
-        ranked = sorted(ids.items(), key=lambda item: rank(item[0]))
-        owner = next((owners[key] for key in ranked if key in owners), None)
+        owner = next((owners[key] for key in by_strength(ids) if key in owners), None)
         found.append(survivors.get(owner, owner) if owner else None)
     return found
 
