@@ -8,7 +8,7 @@ with the field and the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -105,6 +105,24 @@ def ingest(
         status: Outcome = "accepted" if message_id in inserted else "duplicate"
         results[index] = IngestResult(index, message_id, status)
     return [r for r in results if r is not None]
+
+
+def request_outcome(
+    results: Sequence[IngestResult], positions: Sequence[int], refused: Sequence[dict[str, Any]]
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """(accepted, duplicates, every rejection sorted by index) for a request's items.
+
+    ``results`` are ingest's answers for the items at ``positions``; ``refused`` are the
+    items a connector rejected before ingest (each ``{"index", "field", "reason"}``).
+    """
+    accepted = sum(r.status == "accepted" for r in results)
+    duplicates = sum(r.status == "duplicate" for r in results)
+    rejected = list(refused)
+    for result, index in zip(results, positions, strict=True):
+        if result.status == "rejected":
+            rejected.append({"index": index, "field": result.field, "reason": result.reason})
+    rejected.sort(key=lambda item: item["index"])
+    return accepted, duplicates, rejected
 
 
 def _append(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:

@@ -30,6 +30,7 @@ from connectors.web import SegmentMessageError, to_touchpoint
 from identity.views import event_views, find_profile_id, profile_view
 from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
+from pipeline.ingest import request_outcome
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
@@ -156,6 +157,14 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Problem(401, "Unauthorized", "unknown write key")
         return workspace
 
+    async def authenticated_json(request: Request, limit: int | None = None) -> tuple[str, Any]:
+        """The writing workspace and the parsed body of an ingestion request."""
+        key = basic_write_key(request)
+        # A bad Basic key is refused before the body is even read.
+        workspace = workspace_for_write(key, None) if key is not None else None
+        body = await read_json(request, limit)
+        return workspace or workspace_for_write(None, body), body
+
     def workspace_for_admin(request: Request) -> str:
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else ""
@@ -190,13 +199,9 @@ def create_app(runtime: Runtime) -> FastAPI:
                 return await handle(request)
 
         async def handle(request: Request) -> JSONResponse:
-            key = basic_write_key(request)
-            # A bad Basic key is refused before the body is even read.
-            workspace = workspace_for_write(key, None) if key is not None else None
             single = message_type != "batch"
             limit = min(settings.max_event_bytes, settings.max_request_bytes) if single else None
-            body = await read_json(request, limit)
-            workspace = workspace or workspace_for_write(None, body)
+            workspace, body = await authenticated_json(request, limit)
             received = utcnow()
             if not single:
                 return await _batch(workspace, body, received)
@@ -249,17 +254,19 @@ def create_app(runtime: Runtime) -> FastAPI:
             except SegmentMessageError as exc:
                 rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
         results = await store(workspace, touchpoints) if touchpoints else []
-        accepted = sum(r.status == "accepted" for r in results)
-        duplicates = sum(r.status == "duplicate" for r in results)
-        for result, index in zip(results, positions, strict=True):
-            if result.status == "rejected":
-                rejected.append({"index": index, "field": result.field, "reason": result.reason})
-        metrics.rejected.inc(len(rejected) - sum(r.status == "rejected" for r in results))
-        rejected.sort(key=lambda item: item["index"])
+        metrics.rejected.inc(len(rejected))
+        outcome = request_outcome(results, positions, rejected)
+        return batch_answer(
+            *outcome, Problem(400, "Invalid batch", "no message in the batch was valid", "batch")
+        )
+
+    def batch_answer(
+        accepted: int, duplicates: int, rejected: list[dict[str, Any]], nothing_valid: Problem
+    ) -> JSONResponse:
+        """Segment's answer to a many-item request; ``nothing_valid`` (400) if none was."""
         if rejected and accepted + duplicates == 0:
-            problem = Problem(400, "Invalid batch", "no message in the batch was valid", "batch")
-            problem.extra["rejected"] = rejected
-            raise problem
+            nothing_valid.extra["rejected"] = rejected
+            raise nothing_valid
         return JSONResponse(
             {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         )
@@ -281,10 +288,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def pos_transactions(request: Request) -> JSONResponse:
         """POS transactions (one, a list, or ``{"transactions": [...]}``); see connectors.pos."""
         with metrics.request_seconds.time():
-            key = basic_write_key(request)
-            workspace = workspace_for_write(key, None) if key is not None else None
-            body = await read_json(request)
-            workspace = workspace or workspace_for_write(None, body)
+            workspace, body = await authenticated_json(request)
             try:
                 batch = read_transactions(
                     body, received_at=utcnow(), default_region=settings.default_region
@@ -297,20 +301,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             results = await store(workspace, touchpoints) if touchpoints else []
             metrics.rejected.inc(len(batch.rejected))
             accepted, duplicates, rejected = batch.outcome(results)
-            if rejected and accepted + duplicates == 0:
-                first = rejected[0]
-                detail = first["reason"] if batch.single else "no transaction in the body was valid"
-                problem = Problem(400, "Invalid transaction", detail or "invalid", first["field"])
-                problem.extra["rejected"] = rejected
-                raise problem
-            return JSONResponse(
-                {
-                    "success": True,
-                    "accepted": accepted,
-                    "duplicates": duplicates,
-                    "rejected": rejected,
-                }
-            )
+            first = rejected[0] if rejected else {"reason": "", "field": None}
+            detail = first["reason"] if batch.single else "no transaction in the body was valid"
+            invalid = Problem(400, "Invalid transaction", detail or "invalid", first["field"])
+            return batch_answer(accepted, duplicates, rejected, invalid)
 
     @app.get("/v1/events/{message_id:path}")  # ids may hold "/"
     def get_one_event(message_id: str, request: Request) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from connectors.pos.transactions import parse_transaction, touchpoint_fields
 from pipeline.errors import ValidationError
-from pipeline.ingest import IngestResult
+from pipeline.ingest import IngestResult, request_outcome
 
 MAX_TRANSACTIONS = 1000
 
@@ -37,14 +37,7 @@ class TransactionBatch:
 
     def outcome(self, results: list[IngestResult]) -> tuple[int, int, list[dict[str, Any]]]:
         """(accepted, duplicates, every rejection sorted by index) once stored."""
-        accepted = sum(r.status == "accepted" for r in results)
-        duplicates = sum(r.status == "duplicate" for r in results)
-        rejected = list(self.rejected)
-        for result, index in zip(results, self.positions, strict=True):
-            if result.status == "rejected":
-                rejected.append({"index": index, "field": result.field, "reason": result.reason})
-        rejected.sort(key=lambda item: item["index"])
-        return accepted, duplicates, rejected
+        return request_outcome(results, self.positions, self.rejected)
 
 
 def _items(body: Any) -> tuple[list[Any], bool]:
