@@ -1,7 +1,52 @@
-"""Personalization: marketers' rules, actions and the loyalty ledger (a later issue).
+"""Personalization: what the hub decides to do for a customer, as actions in an outbox.
 
-Kept as a package now so the dependency direction ``identity <- personalization`` is
-fixed from the first commit.
+It emits actions (``email.send``, ``email.reply``, ``sms.send``) into the outbox table of
+:mod:`personalization.actions` and keeps each address's channel consent
+(:mod:`personalization.consent`); it never talks to SMTP or Twilio itself: connectors
+deliver, ``workers.delivery`` wires the two. Rules and loyalty come later and enqueue
+through the same :func:`enqueue`.
 """
 
-__all__: list[str] = []
+from personalization import consent
+from personalization.action_requests import parse_request
+from personalization.actions import (
+    EMAIL_REPLY,
+    EMAIL_SEND,
+    KINDS,
+    SMS_SEND,
+    STATUSES,
+    Action,
+    Enqueued,
+    IdempotencyConflict,
+    NewAction,
+    NotRetryable,
+    action_view,
+    enqueue,
+    get_action,
+    list_actions,
+    retry,
+)
+from personalization.consent import Consent, allowed, status_of
+
+__all__ = [
+    "EMAIL_REPLY",
+    "EMAIL_SEND",
+    "KINDS",
+    "SMS_SEND",
+    "STATUSES",
+    "Action",
+    "Consent",
+    "Enqueued",
+    "IdempotencyConflict",
+    "NewAction",
+    "NotRetryable",
+    "action_view",
+    "allowed",
+    "consent",
+    "enqueue",
+    "get_action",
+    "list_actions",
+    "parse_request",
+    "retry",
+    "status_of",
+]

@@ -26,7 +26,7 @@ from pipeline.errors import SettingsError
 DEFAULT_WORKSPACE = "default"
 _WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "sqla+sqlite", "memory")
-_SECRET_NAMES = {"write_keys", "admin_token"}
+_SECRET_NAMES = {"admin_token", "twilio_auth_token", "smtp_password"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,36 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_json: bool = False
+    #: the base URL the outside world (Twilio) calls the hub at, e.g. behind a proxy
+    public_url: str | None = None
+    # Twilio (call centre and SMS): inbound webhooks and outbound SMS
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    #: the sender of outbound SMS: an E.164 number or a Messaging Service SID (MG…)
+    twilio_from: str | None = None
+    #: Twilio's REST API base URL (another region/edge, or a local stand-in in tests)
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_greeting: str = "Thank you for calling. Please hold while we connect you."
+    #: agent number incoming calls are forwarded to (E.164); none: greet and hang up
+    twilio_forward_to: str | None = None
+    #: record forwarded calls (both legs, from answer); mind the law on announcing it
+    twilio_record_calls: bool = False
+    # SMTP (outbound email)
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_timeout_seconds: float = 30.0
+    #: CA bundle (PEM) that SMTP server certificates are verified against (default: system's)
+    smtp_ca_file: Path | None = None
+    #: the From of outbound email (``Shop <care@shop.example>``)
+    email_from: str | None = None
+    # IMAP mailboxes (configured with ``ecrm mailboxes add``)
+    mail_poll_seconds: float = 60.0
+    mail_max_bytes: int = 25 * 1024 * 1024
+    #: a poller's claim on a folder lasts this long unrenewed (another takes over after a crash)
+    mail_lease_seconds: float = 90.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,7 +100,7 @@ class Settings:
             value: Any = getattr(self, name)
             if name == "write_keys":
                 text = ", ".join(f"{_mask(k)} -> {ws}" for k, ws in value.items()) or "(none)"
-            elif name == "admin_token":
+            elif name in _SECRET_NAMES:
                 text = _mask(value) if value else "(none)"
             elif name in ("database_url", "broker_url"):
                 text = _hide_password(value)
@@ -93,6 +123,28 @@ def _hide_password(url: str) -> str:
 
 
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+_BASE_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^?#\s]*)?$")
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """An ``http(s)://host[:port][/path]`` URL without a trailing slash."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not _BASE_URL_RE.match(raw):
+        raise SettingsError(f"{name} must be a URL like https://hub.example.com, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _phone(env: Mapping[str, str], name: str, region: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        raise SettingsError(f"{name} must be a phone number (E.164), got {raw!r}") from None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -119,6 +171,23 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float) -> flo
     if value < low:
         raise SettingsError(f"{name} must be at least {low}, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw not in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
+
+
+def _readable_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise SettingsError(f"{name}: {raw!r} is not a readable file")
+    return path
 
 
 def parse_write_keys(raw: str) -> dict[str, str]:
@@ -183,6 +252,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sync = (env.get("ECRM_SQLITE_SYNCHRONOUS") or "NORMAL").upper()
     if sync not in ("NORMAL", "FULL"):
         raise SettingsError("ECRM_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+    security = (env.get("ECRM_SMTP_SECURITY") or "starttls").lower()
+    if security not in ("starttls", "tls", "none"):
+        raise SettingsError("ECRM_SMTP_SECURITY must be starttls, tls or none")
+    twilio_from = (env.get("ECRM_TWILIO_FROM") or "").strip() or None
+    if twilio_from and not twilio_from.startswith("MG"):
+        twilio_from = _phone(env, "ECRM_TWILIO_FROM", region)
     return Settings(
         home=home,
         database_url=database_url,
@@ -202,6 +277,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=parse_origins(env.get("ECRM_CORS_ORIGINS", "")),
         log_level=(env.get("ECRM_LOG_LEVEL") or "INFO").upper(),
         log_json=(env.get("ECRM_LOG_FORMAT") or "console").lower() == "json",
+        public_url=_base_url(env, "ECRM_PUBLIC_URL", None),
+        twilio_account_sid=(env.get("ECRM_TWILIO_ACCOUNT_SID") or "").strip() or None,
+        twilio_auth_token=env.get("ECRM_TWILIO_AUTH_TOKEN") or None,
+        twilio_from=twilio_from,
+        twilio_api_url=_base_url(env, "ECRM_TWILIO_API_URL", "https://api.twilio.com")
+        or "https://api.twilio.com",
+        twilio_greeting=(env.get("ECRM_TWILIO_GREETING") or "").strip() or Settings.twilio_greeting,
+        twilio_forward_to=_phone(env, "ECRM_TWILIO_FORWARD_TO", region),
+        twilio_record_calls=_flag(env, "ECRM_TWILIO_RECORD_CALLS"),
+        smtp_host=(env.get("ECRM_SMTP_HOST") or "").strip() or None,
+        smtp_port=_int(env, "ECRM_SMTP_PORT", 465 if security == "tls" else 587, 1, 65535),
+        smtp_security=security,
+        smtp_user=env.get("ECRM_SMTP_USER") or None,
+        smtp_password=env.get("ECRM_SMTP_PASSWORD") or None,
+        smtp_timeout_seconds=_float(env, "ECRM_SMTP_TIMEOUT_SECONDS", 30.0, 1.0),
+        smtp_ca_file=_readable_file(env, "ECRM_SMTP_CA_FILE"),
+        email_from=(env.get("ECRM_EMAIL_FROM") or "").strip() or None,
+        mail_poll_seconds=_float(env, "ECRM_MAIL_POLL_SECONDS", 60.0, 1.0),
+        mail_max_bytes=_int(env, "ECRM_MAIL_MAX_BYTES", 25 * 1024**2, 1024, 1024**3),
+        mail_lease_seconds=_float(env, "ECRM_MAIL_LEASE_SECONDS", 90.0, 2.0),
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hmac
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,12 +33,16 @@ from pipeline.ingest import request_outcome
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
+from workers.api_actions import actions_router
+from workers.api_mailboxes import mailbox_router
+from workers.api_twilio import twilio_router
+from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
 from workers.group_writer import GroupWriter
+from workers.problems import Problem
 from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
-PROBLEM = "application/problem+json"
 MAX_BATCH_MESSAGES = 2500
 SHORT_PATHS = {
     "t": "track",
@@ -50,33 +53,6 @@ SHORT_PATHS = {
     "a": "alias",
     "b": "batch",
 }
-
-
-class Problem(Exception):
-    """An HTTP error answered as problem+json, naming the offending field."""
-
-    def __init__(self, status: int, title: str, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.field = status, title, detail, field
-        self.extra: dict[str, Any] = {}
-
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"type": "about:blank", "title": self.title}
-        body.update(status=self.status, detail=self.detail)
-        if self.field:
-            body["field"] = self.field
-        body.update(self.extra)
-        headers = {"WWW-Authenticate": "Basic"} if self.status == 401 else None
-        return JSONResponse(body, status_code=self.status, media_type=PROBLEM, headers=headers)
-
-
-def _match_secret(candidate: str, secrets: dict[str, str]) -> str | None:
-    """Constant-time lookup: compares against every configured secret."""
-    found = None
-    for secret, owner in secrets.items():
-        if hmac.compare_digest(candidate.encode(), secret.encode()):
-            found = owner
-    return found
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -152,7 +128,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             candidate = body["writeKey"]
         if not candidate:
             raise Problem(401, "Unauthorized", "write key missing (HTTP Basic username)")
-        workspace = _match_secret(candidate, dict(settings.write_keys))
+        workspace = match_secret(candidate, dict(settings.write_keys))
         if workspace is None:
             raise Problem(401, "Unauthorized", "unknown write key")
         return workspace
@@ -166,12 +142,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         return workspace or workspace_for_write(None, body), body
 
     def workspace_for_admin(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        workspace = _match_secret(token, admin) if token else None
-        if workspace is None:
-            raise Problem(401, "Unauthorized", "admin bearer token missing or wrong")
-        return workspace
+        return admin_workspace(request, admin)
 
     def committed(
         workspace: str, touchpoints: Sequence[dict[str, Any]], results: Sequence[IngestResult]
@@ -378,6 +349,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(twilio_router(settings, store))
+    app.include_router(actions_router(runtime, admin))
+    app.include_router(mailbox_router(runtime, admin))
     return app
 
 

@@ -28,6 +28,8 @@ from pipeline.broker import embedded_connection_args
 QUEUES = ("ingest", "deliver", "poll", "maintenance")
 PROCESS_BATCH = "ecrm.pipeline.process_batch"
 RELAY_OUTBOX = "ecrm.pipeline.relay_outbox"
+DELIVER = "ecrm.connectors.deliver"
+RELAY_ACTIONS = "ecrm.connectors.relay_actions"
 
 app = Celery("ecrm", set_as_current=False)
 
@@ -64,13 +66,23 @@ def configure(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="ingest",
-        task_routes={PROCESS_BATCH: {"queue": "ingest"}, RELAY_OUTBOX: {"queue": "maintenance"}},
+        task_routes={
+            PROCESS_BATCH: {"queue": "ingest"},
+            RELAY_OUTBOX: {"queue": "maintenance"},
+            DELIVER: {"queue": "deliver"},
+            RELAY_ACTIONS: {"queue": "maintenance"},
+        },
         beat_schedule={
             "relay-outbox": {
                 "task": RELAY_OUTBOX,
                 "schedule": settings.relay_interval_seconds,
                 "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
-            }
+            },
+            "relay-actions": {
+                "task": RELAY_ACTIONS,
+                "schedule": settings.relay_interval_seconds,
+                "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
+            },
         },
         beat_schedule_filename=str(settings.home / "beat-schedule"),
         timezone="UTC",

@@ -88,20 +88,26 @@ def worker(beat: bool) -> None:
 @main.command()
 @one_line_errors
 def scheduler() -> None:
-    """Run the periodic jobs (outbox relay and sweep) with Celery beat."""
+    """Run the periodic jobs (outbox relay and sweep) with Celery beat, and the mail poller."""
     from workers.celery_app import configure
+    from workers.mail_poller import MailPoller
 
     runtime = _runtime(migrate=True)
+    mail = MailPoller(runtime)  # one thread per watched folder, beside beat
+    mail.start()
     app = configure(runtime.settings)
-    app.start(
-        [
-            "beat",
-            "--loglevel",
-            runtime.settings.log_level,
-            "--schedule",
-            str(runtime.settings.home / "beat-schedule"),
-        ]
-    )
+    try:
+        app.start(
+            [
+                "beat",
+                "--loglevel",
+                runtime.settings.log_level,
+                "--schedule",
+                str(runtime.settings.home / "beat-schedule"),
+            ]
+        )
+    finally:
+        mail.stop()
 
 
 @main.command()
@@ -196,7 +202,7 @@ def events_replay(
 
 @main.group("import")
 def import_group() -> None:
-    """Load exports of other systems (POS transactions)."""
+    """Load exports of other systems (POS transactions, call-detail records)."""
 
 
 @import_group.command("pos")
@@ -237,6 +243,49 @@ def import_pos(
             file,
             mapping_name=mapping,
             file_format=file_format,
+            rejects=rejects,
+            workspace=workspace,
+            restart=restart,
+        )
+    )
+
+
+@import_group.command("calls")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--mapping",
+    default="generic",
+    show_default=True,
+    help="A shipped mapping by name (asterisk, generic) or a mapping YAML file by path.",
+)
+@click.option(
+    "--timezone",
+    help="IANA zone of times written without an offset (the PBX's). Default: the mapping's.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where refused rows go (line, field, reason). Default: FILE.rejects.csv",
+)
+@click.option("--workspace", default="default", show_default=True)
+@click.option("--restart", is_flag=True, help="Ignore the checkpoint; read the whole file again.")
+@one_line_errors
+def import_calls(
+    file: Path,
+    mapping: str,
+    timezone: str | None,
+    rejects: Path | None,
+    workspace: str,
+    restart: bool,
+) -> None:
+    """Import call-detail records (CSV): resumable, idempotent, with a reject file."""
+    from workers.calls_import import run_calls_import
+
+    sys.exit(
+        run_calls_import(
+            file,
+            mapping_name=mapping,
+            timezone=timezone,
             rejects=rejects,
             workspace=workspace,
             restart=restart,

@@ -18,6 +18,12 @@ def register(main: click.Group) -> None:
     from workers.demo import demo
 
     main.add_command(demo)
+    from workers.actions_cli import actions
+
+    main.add_command(actions)
+    from workers.mailboxes_cli import mailboxes
+
+    main.add_command(mailboxes)
 
 
 #: Options the bench commands share.

@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import identity
+from personalization import consent
 from pipeline import Database, TransientError
 from pipeline.outbox import Publish, RelayStats, relay
 from pipeline.processing import complete_batches, load_batches, record_batch_error
@@ -40,6 +41,7 @@ def process_batches(db: Database, batch_ids: Sequence[int]) -> int:
             works = load_batches(session, batch_ids, lock=True)
             for work in works:
                 identity.apply_events(session, work.workspace_id, work.events)
+                consent.apply_events(session, work.workspace_id, work.events)
             complete_batches(session, works)
     except Exception as exc:
         if is_transient(exc):
@@ -75,8 +77,9 @@ def _process_optimistically(db: Database, batch_ids: Sequence[int]) -> int | Non
             return 0
         with db.write() as session:
             complete_batches(session, works)
-            for plan in plans:
+            for work, plan in zip(works, plans, strict=True):
                 identity.write_plan(session, plan)
+                consent.apply_events(session, work.workspace_id, work.events)
     except Exception as exc:
         log.debug("optimistic_batch_retry", batch_ids=list(batch_ids), error=str(exc))
         return None
@@ -98,6 +101,7 @@ def _isolating(db: Database, batch_ids: Sequence[int]) -> int:
                     try:
                         with session.begin_nested():
                             identity.apply_events(session, work.workspace_id, [event])
+                            consent.apply_events(session, work.workspace_id, [event])
                         processed += 1
                     except Exception as exc:
                         if is_transient(exc):

@@ -14,32 +14,18 @@ the schema carries the direction in ``kind``. Values are never quoted in errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.pos.mapping import (
-    REQUIRED_FIELDS,
-    Mapping,
-    MappingError,
-    template_columns,
-    zone,
-)
+from connectors.files.columns import Columns, Getter, RowError
+from connectors.files.mapping import UnknownZone
+from connectors.pos.mapping import REQUIRED_FIELDS, Mapping, MappingError
 from connectors.pos.transactions import Kind
 
-#: Reads one field from a row: a CSV row (list of cells) or a JSON Lines row (a dict).
-Getter = Callable[[Any], str | None]
 _QUARTER_CENT = Decimal("0.0001")
 _MONEY_KEEP = frozenset("0123456789.,-")
-
-
-class RowError(ValueError):
-    """A row that cannot become a transaction; ``item`` is the row's index in its group."""
-
-    def __init__(self, field: str, reason: str, item: int | None = None) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason, self.item = field, reason, item
 
 
 class CompiledMapping:
@@ -48,9 +34,9 @@ class CompiledMapping:
     def __init__(self, mapping: Mapping, header: Sequence[str] | None) -> None:
         self.mapping = mapping
         self._notes: dict[str, None] = {}
-        self._index = None if header is None else _first_positions(header)
-        self.csv = header is not None
         self._nulls = frozenset(mapping.null_values)
+        self._columns = Columns(header, self._nulls)
+        self.csv = header is not None
         self._kind_getter = self._optional("kind", mapping.fields.get("kind"))
         self._kinds = mapping.kinds
         self._fields: dict[Kind, list[tuple[str, str, str, int, Getter]]] = {}
@@ -63,7 +49,7 @@ class CompiledMapping:
                 if getter is not None:
                     section, _, key = field.rpartition(".")
                     # A plain column of a CSV is read inline (no call): position >= 0.
-                    position = -1 if self._index is None else self._index.get(spec, -1)
+                    position = self._columns.position(spec)
                     compiled.append((section, key, spec, position, getter))
             self._fields[kind] = compiled
         #: True when a value may combine several columns ("{Date} {Time}"): the importer
@@ -103,7 +89,7 @@ class CompiledMapping:
             prefix = mapping.property_prefix
             for column in header:
                 if column.startswith(prefix) and len(column) > len(prefix):
-                    getter = self._getter(column)
+                    getter = self._columns.getter(column)
                     assert getter is not None  # the column is in the header
                     self._properties.append((column[len(prefix) :], column, getter))
 
@@ -117,39 +103,14 @@ class CompiledMapping:
     def _optional(self, field: str, spec: str | None, *, required: bool = False) -> Getter | None:
         if spec is None:
             return None
-        getter = self._getter(spec)
+        getter = self._columns.getter(spec)
         if getter is None:
-            absent = [c for c in template_columns(spec) if c not in (self._index or {})]
+            absent = self._columns.missing(spec)
             message = f"{field}: no column {', '.join(map(repr, absent))} in the file"
             if required:
                 raise MappingError(f"mapping {self.mapping.name!r}: {message}")
             self._notes[f"ignoring {message}"] = None
         return getter
-
-    def _getter(self, spec: str) -> Getter | None:
-        columns = template_columns(spec)
-        nulls = self._nulls
-        if self._index is None:
-            if columns == [spec]:
-                return lambda row: _clean_any(row.get(spec), nulls)
-            getters = [(c, _key_getter(c, nulls)) for c in columns]
-        else:
-            if any(c not in self._index for c in columns):
-                return None
-            if columns == [spec]:
-                return _index_getter(self._index[spec], nulls)
-            getters = [(c, _index_getter(self._index[c], nulls)) for c in columns]
-
-        def template(row: Any) -> str | None:
-            values = {}
-            for column, get in getters:
-                value = get(row)
-                if value is None:
-                    return None
-                values[column] = value
-            return _substitute(spec, values)
-
-        return template
 
     @staticmethod
     def _lookup(fields: list[tuple[str, str, str, int, Getter]], key: str) -> Getter:
@@ -309,58 +270,16 @@ class CompiledMapping:
         return value
 
     def _time(self, text: str, zone_name: str | None) -> datetime:
-        fmt = self.mapping.timestamp_format
         try:
-            moment = datetime.fromisoformat(text) if fmt == "iso" else datetime.strptime(text, fmt)
+            return self.mapping.read_time(text, zone_name)
+        except UnknownZone:
+            raise RowError(
+                "timezone", "unknown time zone; add it to the mapping's timezones"
+            ) from None
         except ValueError:
             spec = self.mapping.fields["occurred_at"]
-            expected = "ISO 8601" if fmt == "iso" else f"the format {fmt}"
+            expected = self.mapping.expected_time
             raise RowError("occurred_at", f"column {spec!r}: not a time in {expected}") from None
-        if moment.tzinfo is None:
-            name = self.mapping.timezone
-            if zone_name is not None:
-                name = self.mapping.timezones.get(zone_name, zone_name)
-            try:
-                moment = moment.replace(tzinfo=zone(name))
-            except ValueError:
-                raise RowError(
-                    "timezone", "unknown time zone; add it to the mapping's timezones"
-                ) from None
-        return moment
-
-
-def _first_positions(header: Sequence[str]) -> dict[str, int]:
-    index: dict[str, int] = {}
-    for position, name in enumerate(header):
-        index.setdefault(name.strip(), position)
-    return index
-
-
-def _index_getter(position: int, nulls: frozenset[str]) -> Getter:
-    def get(row: Any) -> str | None:
-        if position >= len(row):
-            return None
-        value: str = row[position].strip()
-        return value if value and value not in nulls else None
-
-    return get
-
-
-def _key_getter(column: str, nulls: frozenset[str]) -> Getter:
-    return lambda row: _clean_any(row.get(column), nulls)
-
-
-def _clean_any(value: Any, nulls: frozenset[str]) -> str | None:
-    if value is None:
-        return None
-    text = value.strip() if isinstance(value, str) else str(value)
-    return text if text and text not in nulls else None
-
-
-def _substitute(spec: str, values: dict[str, str]) -> str:
-    for column, value in values.items():
-        spec = spec.replace("{" + column + "}", value)
-    return spec
 
 
 def _decimal(text: str, decimal_mark: str) -> Decimal | None:

@@ -30,11 +30,16 @@ class Checkpoint:
     complete: bool = False
 
     @classmethod
-    def load(cls, state_dir: Path, source: Path, scope: str) -> Checkpoint:
+    def load(cls, state_dir: Path, source: Path, scope: str, *, kind: str) -> Checkpoint:
+        """The checkpoint of this file (path, size, mtime) read with this ``scope``.
+
+        ``kind`` names the importer (``pos``, ``calls``): it prefixes the file name, so
+        two importers can never read each other's checkpoint.
+        """
         stat = source.stat()
         identity = f"{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{scope}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-        path = state_dir / f"pos-{digest}.json"
+        path = state_dir / f"{kind}-{digest}.json"
         try:
             data = orjson.loads(path.read_bytes())
             return cls(path, int(data["line"]), int(data["rejects_size"]), bool(data["complete"]))
@@ -54,7 +59,7 @@ class Checkpoint:
 
 
 class RejectFile:
-    """``line,field,reason`` for every refused transaction (the values are never copied)."""
+    """``line,field,reason`` for every refused record (the values are never copied)."""
 
     def __init__(self, path: Path, *, keep_bytes: int) -> None:
         self.path = path

@@ -2,7 +2,8 @@
 
 Why line numbers are counted here: the reject file points at lines as an editor shows
 them, and a quoted CSV field may span several lines, so each record carries the first and
-last physical line it came from. Bytes read are counted for the progress bar.
+last physical line it came from. Bytes read are counted for the progress bar. Shared by
+every file import (POS exports, call-detail records).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def file_format(path: Path, explicit: str | None) -> str:
 
 
 def csv_records(text: IO[str], delimiter: str) -> Iterator[Record]:
+    """Every CSV record (blank lines skipped); a malformed one comes with its error."""
     reader = csv.reader(text, delimiter=delimiter)
     previous = 0
     while True:
@@ -69,6 +71,7 @@ def csv_records(text: IO[str], delimiter: str) -> Iterator[Record]:
 
 
 def jsonl_records(text: IO[str]) -> Iterator[Record]:
+    """Every JSON object of a JSON Lines file (blank lines skipped; others are errors)."""
     for number, line in enumerate(text, start=1):
         if not line.strip():
             continue

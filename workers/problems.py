@@ -1,0 +1,34 @@
+"""HTTP errors answered as ``application/problem+json`` (RFC 9457), naming the offending field.
+
+Why a module of its own: every router (tracking, POS, Twilio, mailboxes, actions) raises the
+same error type and the app maps it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An HTTP error answered as problem+json, naming the offending field."""
+
+    def __init__(self, status: int, title: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.field = status, title, detail, field
+        self.extra: dict[str, Any] = {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"type": "about:blank", "title": self.title}
+        body.update(status=self.status, detail=self.detail)
+        if self.field:
+            body["field"] = self.field
+        body.update(self.extra)
+        headers = {"WWW-Authenticate": "Basic"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, media_type=PROBLEM, headers=headers)
+
+
+__all__ = ["PROBLEM", "Problem"]
