@@ -67,7 +67,32 @@ class ProfileChannelCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class ProfileEvent(Base):
+    """Which profile an event was counted in: the profile's timeline, in event time.
+
+    Why stored rather than derived from identifiers: an event's identifiers may later belong
+    to several profiles (a conflict left unmerged) or move (a merge), while the event was
+    counted exactly once, in one profile. A merge re-points these rows to the survivor; a
+    history condition ("3rd order in 30 days") and the timeline read them by index.
+    """
+
+    __tablename__ = "profile_events"
+    __table_args__ = (
+        Index(
+            "ix_profile_events_timeline", "workspace_id", "profile_id", "occurred_at", "event_id"
+        ),
+    )
+
+    event_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("events.id"), primary_key=True, autoincrement=False
+    )
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 #: Core tables for bulk statements (typed for mypy).
 PROFILES = cast(Table, Profile.__table__)
 IDENTIFIERS = cast(Table, ProfileIdentifier.__table__)
 CHANNEL_COUNTS = cast(Table, ProfileChannelCount.__table__)
+PROFILE_EVENTS = cast(Table, ProfileEvent.__table__)

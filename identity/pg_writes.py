@@ -44,6 +44,14 @@ _ADD_CHANNEL_COUNTS = text(
     " DO UPDATE SET count = profile_channel_counts.count + EXCLUDED.count"
 )
 
+_ADD_PROFILE_EVENTS = text(
+    "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at)"
+    " SELECT u.event_id, u.workspace_id, u.profile_id, u.occurred_at"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
+    " AS u(event_id bigint, workspace_id text, profile_id text, occurred_at timestamptz)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+
 
 def _document(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {"rows": orjson.dumps(rows).decode()}
@@ -64,3 +72,8 @@ def touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
 def add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Add per-channel event counts (rows are unique per profile and channel)."""
     session.execute(_ADD_CHANNEL_COUNTS, _document(rows))
+
+
+def add_profile_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Record which profile each event was counted in (an event already recorded is kept)."""
+    session.execute(_ADD_PROFILE_EVENTS, _document(rows))

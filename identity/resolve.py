@@ -139,6 +139,8 @@ class Plan:
     profile_updates: list[dict[str, Any]] = field(default_factory=list)
     identifier_touches: list[dict[str, Any]] = field(default_factory=list)
     channel_counts: list[dict[str, Any]] = field(default_factory=list)
+    #: one row per event: the profile it is counted in (the timeline)
+    profile_events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def plan_events(
@@ -184,6 +186,14 @@ def plan_events(
             elif event.occurred_at > seen_again.get(key, known[key].last_seen_at):
                 seen_again[key] = event.occurred_at
         deltas.setdefault(profile_id, _Delta()).add(event)
+        plan.profile_events.append(
+            {
+                "event_id": event.id,
+                "workspace_id": workspace_id,
+                "profile_id": profile_id,
+                "occurred_at": event.occurred_at,
+            }
+        )
 
     for profile_id in sorted(new_profiles):
         delta = deltas[profile_id]
@@ -226,11 +236,7 @@ def apply_events(
     *,
     now: datetime | None = None,
 ) -> None:
-    """Plan and write in the caller's transaction.
-
-    Which profile an event went to is not stored: it is the owner of the event's strongest
-    identifier (:func:`by_strength`), which :mod:`identity.views` derives when asked.
-    """
+    """Plan and write in the caller's transaction."""
     plan = plan_events(session, workspace_id, events, lock=True, now=now)
     write_plan(session, plan)
 
@@ -261,6 +267,8 @@ def write_plan(session: Session, plan: Plan) -> None:
         writes.touch_identifiers(session, plan.identifier_touches)
     if plan.channel_counts:
         writes.add_channel_counts(session, plan.channel_counts)
+    if plan.profile_events:
+        writes.add_profile_events(session, plan.profile_events)
 
 
 def _profile_updates(

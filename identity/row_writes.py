@@ -1,6 +1,6 @@
 """SQLite (and any database without set-based JSON expansion): a plan's writes row by row.
 
-The same three functions as :mod:`identity.pg_writes`, with the same guards, so
+The same four functions as :mod:`identity.pg_writes`, with the same guards, so
 :func:`identity.resolve.write_plan` only picks the module. On SQLite an ``executemany``
 runs in-process without round trips, so row by row is the cheap form there.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
-from identity.models import CHANNEL_COUNTS, IDENTIFIERS, PROFILES
+from identity.models import CHANNEL_COUNTS, IDENTIFIERS, PROFILE_EVENTS, PROFILES
 from pipeline import dialect_insert
 
 
@@ -51,5 +51,13 @@ def add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
     stmt = stmt.on_conflict_do_update(
         index_elements=["workspace_id", "profile_id", "channel"],
         set_={"count": CHANNEL_COUNTS.c.count + stmt.excluded.count},
+    )
+    session.execute(stmt, rows)
+
+
+def add_profile_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Record which profile each event was counted in (an event already recorded is kept)."""
+    stmt = dialect_insert(session)(PROFILE_EVENTS).on_conflict_do_nothing(
+        index_elements=["event_id"]
     )
     session.execute(stmt, rows)

@@ -1,16 +1,17 @@
-"""Read models of profiles for the API: one profile with its identifiers and counts."""
+"""Read models of profiles for the API: a profile with its identifiers and counts, its
+timeline, and the profile each event is counted in."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
-from identity.resolve import by_strength, owners_of
-from pipeline.events import EventRecord, event_view
+from identity.models import Profile, ProfileChannelCount, ProfileEvent, ProfileIdentifier
+from pipeline.events import EventRecord, event_view, events_by_id
 from pipeline.identifiers import normalize_identifier
 from pipeline.models import EVENT_PROCESSED
 
@@ -35,33 +36,97 @@ def event_views(
     session: Session, workspace_id: str, records: Sequence[EventRecord]
 ) -> list[dict[str, Any]]:
     """Events as the API shows them, each with the profile it is part of once processed."""
-    processed = [r for r in records if r.status == EVENT_PROCESSED]
-    owners = profiles_of_events(session, workspace_id, [r.event.identifiers for r in processed])
-    profile_of = {r.event.id: owner for r, owner in zip(processed, owners, strict=True)}
+    processed = [r.event.id for r in records if r.status == EVENT_PROCESSED]
+    profile_of = profiles_of_events(session, workspace_id, processed)
     return [{**event_view(r), "profile_id": profile_of.get(r.event.id)} for r in records]
 
 
 def profiles_of_events(
-    session: Session, workspace_id: str, identifier_sets: Sequence[Mapping[str, str]]
-) -> list[str | None]:
-    """For each event's identifiers, the profile it belongs to now (after any merge).
+    session: Session, workspace_id: str, event_ids: Sequence[int]
+) -> dict[int, str]:
+    """For each processed event, the profile it is counted in now (after any merge)."""
+    if not event_ids:
+        return {}
+    rows = session.execute(
+        select(ProfileEvent.event_id, ProfileEvent.profile_id).where(
+            ProfileEvent.workspace_id == workspace_id,
+            ProfileEvent.event_id.in_(sorted(set(event_ids))),
+        )
+    ).all()
+    survivors = _survivors(session, workspace_id, {profile_id for _, profile_id in rows})
+    return {event_id: survivors.get(pid, pid) for event_id, pid in rows}
 
-    An event belongs to the owner of its strongest identifier: resolution attaches every
-    identifier of an event that nobody owned to the profile it chose, so that owner is the
-    profile the event was counted in, and following ``merged_into`` gives where it is now.
+
+def timeline(
+    session: Session,
+    workspace_id: str,
+    profile_id: str,
+    *,
+    limit: int = 50,
+    before: TimelineCursor | None = None,
+) -> dict[str, Any] | None:
+    """A profile's events on every channel, newest first (by when they happened).
+
+    ``before`` continues a page: the answer's ``next_before`` names the last event shown,
+    so events that share a timestamp are neither skipped nor repeated. ``None`` when no
+    such profile exists; a merged-away id shows its survivor's timeline.
     """
-    keys = {(kind, value) for ids in identifier_sets for kind, value in ids.items()}
-    if not keys:
-        return [None] * len(identifier_sets)
-    owners = {
-        key: found.profile_id for key, found in owners_of(session, workspace_id, keys).items()
+    survivor = _current_profile(session, workspace_id, profile_id)
+    if survivor is None:
+        return None
+    query = select(ProfileEvent.event_id, ProfileEvent.occurred_at).where(
+        ProfileEvent.workspace_id == workspace_id, ProfileEvent.profile_id == survivor.id
+    )
+    if before is not None:
+        at, event_id = before
+        query = query.where(
+            or_(
+                ProfileEvent.occurred_at < at,
+                and_(ProfileEvent.occurred_at == at, ProfileEvent.event_id < event_id),
+            )
+        )
+    page = session.execute(
+        query.order_by(ProfileEvent.occurred_at.desc(), ProfileEvent.event_id.desc()).limit(limit)
+    ).all()
+    records = events_by_id(session, workspace_id, [event_id for event_id, _ in page])
+    cursor = encode_cursor(page[-1][1], page[-1][0]) if len(page) == limit else None
+    view: dict[str, Any] = {
+        "profile_id": survivor.id,
+        "events": [event_view(record) for record in records],
+        "next_before": cursor,
     }
-    survivors = _survivors(session, workspace_id, set(owners.values()))
-    found: list[str | None] = []
-    for ids in identifier_sets:
-        owner = next((owners[key] for key in by_strength(ids) if key in owners), None)
-        found.append(survivors.get(owner, owner) if owner else None)
-    return found
+    if survivor.id != profile_id:
+        view["requested_id"] = profile_id
+    return view
+
+
+TimelineCursor = tuple[datetime, int]
+_CURSOR_TIME = "%Y%m%dT%H%M%S%fZ"
+
+
+def encode_cursor(occurred_at: datetime, event_id: int) -> str:
+    """``next_before``: the time and log id of the last event of a page, URL-safe."""
+    return f"{occurred_at.astimezone(UTC).strftime(_CURSOR_TIME)}.{event_id}"
+
+
+def decode_cursor(text: str) -> TimelineCursor:
+    """Read ``before``: a ``next_before`` token, or an ISO 8601 time with an offset.
+
+    Raises ValueError with a reason a person can act on.
+    """
+    stamp, dot, event_id = text.partition(".")
+    if dot and event_id.isdigit() and stamp.endswith("Z") and "-" not in stamp:
+        try:
+            return datetime.strptime(stamp, _CURSOR_TIME).replace(tzinfo=UTC), int(event_id)
+        except ValueError:
+            pass
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("before must be a next_before token or an ISO 8601 time") from None
+    if at.tzinfo is None:
+        raise ValueError("before needs a UTC offset (Z or +01:00)")
+    return at.astimezone(UTC), 0  # event ids start at 1: every event at that instant is later
 
 
 def _survivors(session: Session, workspace_id: str, profile_ids: set[str]) -> dict[str, str]:
@@ -90,9 +155,8 @@ def _survivors(session: Session, workspace_id: str, profile_ids: set[str]) -> di
     return moved
 
 
-def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
-    """A profile as the API shows it; an id that was merged away redirects to the survivor."""
-    requested = profile_id
+def _current_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
+    """The profile, or the one it was merged into (following ``merged_into``)."""
     profile = None
     for _ in range(_MAX_REDIRECTS):
         profile = session.scalars(
@@ -101,6 +165,13 @@ def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[s
         if profile is None or profile.merged_into is None:
             break
         profile_id = profile.merged_into
+    return profile
+
+
+def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
+    """A profile as the API shows it; an id that was merged away redirects to the survivor."""
+    requested = profile_id
+    profile = _current_profile(session, workspace_id, profile_id)
     if profile is None:
         return None
     identifiers = session.execute(

@@ -9,6 +9,7 @@ never processed again, so their effects are never doubled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,6 +121,15 @@ def get_event(session: Session, workspace_id: str, message_id: str) -> EventReco
         _with_state().where(Event.workspace_id == workspace_id, Event.message_id == message_id)
     ).first()
     return _record(row) if row else None
+
+
+def events_by_id(session: Session, workspace_id: str, ids: Sequence[int]) -> list[EventRecord]:
+    """The events with these log ids, in the order given (ids not found are left out)."""
+    if not ids:
+        return []
+    query = _with_state().where(Event.workspace_id == workspace_id, Event.id.in_(list(ids)))
+    found = {record.event.id: record for record in map(_record, session.execute(query))}
+    return [found[i] for i in ids if i in found]
 
 
 def list_events(

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
-from identity.views import event_views, find_profile_id, profile_view
+from identity.views import decode_cursor, event_views, find_profile_id, profile_view, timeline
 from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
 from pipeline.ingest import request_outcome
@@ -306,6 +306,23 @@ def create_app(runtime: Runtime) -> FastAPI:
         workspace = workspace_for_admin(request)
         with db.read() as session:
             view = profile_view(session, workspace, profile_id)
+        if view is None:
+            raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
+        return view
+
+    @app.get("/v1/profiles/{profile_id}/timeline")
+    def get_timeline(
+        profile_id: str, request: Request, limit: int = 50, before: str | None = None
+    ) -> dict[str, Any]:
+        workspace = workspace_for_admin(request)
+        if not 1 <= limit <= 500:
+            raise Problem(400, "Invalid query", "limit must be 1..500", "limit")
+        try:
+            cursor = decode_cursor(before) if before else None
+        except ValueError as exc:
+            raise Problem(400, "Invalid query", str(exc), "before") from None
+        with db.read() as session:
+            view = timeline(session, workspace, profile_id, limit=limit, before=cursor)
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view

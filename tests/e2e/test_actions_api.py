@@ -82,6 +82,16 @@ def test_post_actions_is_delivered_by_the_running_hub(hub_factory: Callable[...,
         assert record["type"] == "email.sent"
         profile = admin.get(f"/v1/profiles/{record['profile_id']}").json()
         assert profile["channels"] == {"email": 1}
+        shown = admin.get(f"/v1/profiles/{record['profile_id']}/timeline").json()
+        assert [(e["type"], e["message_id"]) for e in shown["events"]] == [
+            ("email.sent", f"action:{action_id}")
+        ]
+        assert shown["events"][0]["properties"]["subject"] == "Your order shipped"
+        bad_cursor = admin.get(
+            f"/v1/profiles/{record['profile_id']}/timeline", params={"before": "soon"}
+        )
+        assert bad_cursor.status_code == 400 and bad_cursor.json()["field"] == "before"
+        assert admin.get("/v1/profiles/prof_nobody/timeline").status_code == 404
 
         # a 5xx is visible with its reason, and the operator retries it
         sink.refuse_rcpt = "550 5.1.1 no such user"

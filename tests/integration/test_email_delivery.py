@@ -17,6 +17,7 @@ from outbound import WS, drain, event, events_of, profile_of, queue, runtime_for
 from smtp_server import Certificates, SmtpSink, authenticator, make_ca, start
 from sqlalchemy import update
 
+from identity.views import timeline
 from personalization.actions import MAX_ATTEMPTS, Action
 from pipeline import Database, ValidationError, utcnow
 from workers.delivery import deliver, relay_actions
@@ -133,7 +134,11 @@ def test_email_send_is_delivered_and_lands_on_the_profile(
     assert record["properties"]["subject"] == "Your order shipped"
     assert record["properties"]["provider_id"] == f"<{action_id}@shop.example>"
     assert record["status"] == "processed"
-    assert record["profile_id"] == customer  # on the customer's timeline
+    assert record["profile_id"] == customer
+    with any_db.read() as session:
+        shown = timeline(session, WS, customer)
+    assert shown is not None  # the sent message is on the customer's timeline
+    assert f"action:{action_id}" in [e["message_id"] for e in shown["events"]]
 
 
 def test_starttls_with_auth_verifies_the_certificate(
