@@ -283,32 +283,39 @@ def _profile_updates(
     if not ids:
         return []
     profiles = PROFILES.c
-    query = (
-        select(
-            profiles.id,
-            profiles.traits,
-            profiles.trait_times,
-            profiles.first_seen_at,
-            profiles.last_seen_at,
-            profiles.updated_at,
-        )
-        .where(profiles.workspace_id == workspace_id, profiles.id.in_(sorted(ids)))
-        .order_by(profiles.id)
-    )
-    if lock and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
+    locking = lock and session.get_bind().dialect.name == "postgresql"
+    with_traits = {pid for pid in ids if deltas[pid].trait_updates}
+    # Most events carry no traits: their profiles' JSON is neither read nor written. Rows
+    # to lock are locked by one query in id order, so two workers never deadlock.
+    groups = [(sorted(ids), True)] if locking else [(sorted(ids - with_traits), False)]
+    if not locking:
+        groups.append((sorted(with_traits), True))
     updates = []
-    for profile_id, traits, times, first, last, updated in session.execute(query):
-        delta = deltas[profile_id]
-        row = {
-            "pid": profile_id,
-            "seen": updated,
-            "n": delta.count,
-            "first": min(first, delta.first) if delta.first else first,
-            "last": max(last, delta.last) if delta.last else last,
-            "now": max(now, updated + timedelta(microseconds=1)),
-        }
-        if delta.trait_updates:  # most events carry no traits: leave the JSON untouched
-            row["traits"], row["times"] = merge_traits(traits, times, delta.trait_updates)
-        updates.append(row)
+    for chosen, read_traits in groups:
+        if not chosen:
+            continue
+        columns = [profiles.id, profiles.first_seen_at, profiles.last_seen_at, profiles.updated_at]
+        if read_traits:
+            columns += [profiles.traits, profiles.trait_times]
+        query = (
+            select(*columns)
+            .where(profiles.workspace_id == workspace_id, profiles.id.in_(chosen))
+            .order_by(profiles.id)
+        )
+        if locking:
+            query = query.with_for_update()
+        for profile_id, first, last, updated, *json_columns in session.execute(query):
+            delta = deltas[profile_id]
+            row = {
+                "pid": profile_id,
+                "seen": updated,
+                "n": delta.count,
+                "first": min(first, delta.first) if delta.first else first,
+                "last": max(last, delta.last) if delta.last else last,
+                "now": max(now, updated + timedelta(microseconds=1)),
+            }
+            if delta.trait_updates:
+                traits, times = json_columns
+                row["traits"], row["times"] = merge_traits(traits, times, delta.trait_updates)
+            updates.append(row)
     return updates
