@@ -7,13 +7,12 @@ summary and exit statuses are those of every file import (``workers.file_import`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from connectors.calls import ImportSummary, MappingError, import_calls_file, load_mapping
-from connectors.files import zone
+from connectors.files import ImportOptions, zone
+from pipeline import Database
 from workers.file_import import run_file_import
-from workers.runtime import Runtime
 
 
 def run_calls_import(
@@ -34,22 +33,10 @@ def run_calls_import(
             raise MappingError(f"--timezone: {exc}") from None
         mapping = mapping.model_copy(update={"timezone": timezone})
 
-    def do_import(runtime: Runtime, progress: Callable[[int], None]) -> ImportSummary:
-        settings = runtime.settings
-        return import_calls_file(
-            runtime.db,
-            path,
-            mapping=mapping,
-            workspace_id=workspace,
-            default_region=settings.default_region,
-            state_dir=settings.home / "imports",
-            scope=settings.masked()["ECRM_DATABASE_URL"],
-            rejects_path=rejects,
-            restart=restart,
-            on_progress=progress,
-        )
+    def do_import(db: Database, options: ImportOptions) -> ImportSummary:
+        return import_calls_file(db, path, mapping=mapping, **options)
 
-    return run_file_import(path, do_import)
+    return run_file_import(path, do_import, rejects=rejects, workspace=workspace, restart=restart)
 
 
 __all__ = ["run_calls_import"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 import click
 
+from workers.file_import import file_import_arguments
 from workers.process import load_runtime as _runtime
 from workers.process import one_line_errors, spawn, supervise
 
@@ -206,91 +207,37 @@ def import_group() -> None:
 
 
 @import_group.command("pos")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--mapping",
-    default="generic",
-    show_default=True,
-    help="A shipped mapping by name (generic, square) or a mapping YAML file by path.",
+@file_import_arguments(
+    "generic, square",
+    click.option(
+        "--format",
+        "file_format",
+        type=click.Choice(["csv", "jsonl"]),
+        help="Default: from the extension (.csv; .jsonl/.ndjson).",
+    ),
 )
-@click.option(
-    "--format",
-    "file_format",
-    type=click.Choice(["csv", "jsonl"]),
-    help="Default: from the extension (.csv; .jsonl/.ndjson).",
-)
-@click.option(
-    "--rejects",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where refused rows go (line, field, reason). Default: FILE.rejects.csv",
-)
-@click.option("--workspace", default="default", show_default=True)
-@click.option("--restart", is_flag=True, help="Ignore the checkpoint; read the whole file again.")
 @one_line_errors
-def import_pos(
-    file: Path,
-    mapping: str,
-    file_format: str | None,
-    rejects: Path | None,
-    workspace: str,
-    restart: bool,
-) -> None:
+def import_pos(**arguments: Any) -> None:
     """Import a POS export (CSV or JSON Lines): resumable, idempotent, with a reject file."""
     from workers.pos_import import run_pos_import
 
-    sys.exit(
-        run_pos_import(
-            file,
-            mapping_name=mapping,
-            file_format=file_format,
-            rejects=rejects,
-            workspace=workspace,
-            restart=restart,
-        )
-    )
+    sys.exit(run_pos_import(**arguments))
 
 
 @import_group.command("calls")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--mapping",
-    default="generic",
-    show_default=True,
-    help="A shipped mapping by name (asterisk, generic) or a mapping YAML file by path.",
+@file_import_arguments(
+    "asterisk, generic",
+    click.option(
+        "--timezone",
+        help="IANA zone of times written without an offset (the PBX's). Default: the mapping's.",
+    ),
 )
-@click.option(
-    "--timezone",
-    help="IANA zone of times written without an offset (the PBX's). Default: the mapping's.",
-)
-@click.option(
-    "--rejects",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where refused rows go (line, field, reason). Default: FILE.rejects.csv",
-)
-@click.option("--workspace", default="default", show_default=True)
-@click.option("--restart", is_flag=True, help="Ignore the checkpoint; read the whole file again.")
 @one_line_errors
-def import_calls(
-    file: Path,
-    mapping: str,
-    timezone: str | None,
-    rejects: Path | None,
-    workspace: str,
-    restart: bool,
-) -> None:
+def import_calls(**arguments: Any) -> None:
     """Import call-detail records (CSV): resumable, idempotent, with a reject file."""
     from workers.calls_import import run_calls_import
 
-    sys.exit(
-        run_calls_import(
-            file,
-            mapping_name=mapping,
-            timezone=timezone,
-            rejects=rejects,
-            workspace=workspace,
-            restart=restart,
-        )
-    )
+    sys.exit(run_calls_import(**arguments))
 
 
 from workers.commands import register as _register_more  # noqa: E402

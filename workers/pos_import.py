@@ -9,12 +9,12 @@ every file import (``workers.file_import``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
+from connectors.files import ImportOptions
 from connectors.pos import ImportSummary, import_pos_file, load_mapping
+from pipeline import Database
 from workers.file_import import run_file_import
-from workers.runtime import Runtime
 
 
 def run_pos_import(
@@ -29,23 +29,10 @@ def run_pos_import(
     """Import one POS export; returns the exit status. HubErrors propagate (exit 2)."""
     mapping = load_mapping(mapping_name)
 
-    def do_import(runtime: Runtime, progress: Callable[[int], None]) -> ImportSummary:
-        settings = runtime.settings
-        return import_pos_file(
-            runtime.db,
-            path,
-            mapping=mapping,
-            workspace_id=workspace,
-            default_region=settings.default_region,
-            state_dir=settings.home / "imports",
-            scope=settings.masked()["ECRM_DATABASE_URL"],
-            file_format_name=file_format,
-            rejects_path=rejects,
-            restart=restart,
-            on_progress=progress,
-        )
+    def do_import(db: Database, options: ImportOptions) -> ImportSummary:
+        return import_pos_file(db, path, mapping=mapping, file_format_name=file_format, **options)
 
-    return run_file_import(path, do_import)
+    return run_file_import(path, do_import, rejects=rejects, workspace=workspace, restart=restart)
 
 
 __all__ = ["run_pos_import"]

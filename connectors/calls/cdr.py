@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +27,8 @@ import pydantic
 
 from connectors.calls.mapping import REQUIRED, CallMapping
 from connectors.calls.parties import NUMBERISH, channel_endpoint, parse_clid
-from connectors.files.columns import Columns, Getter, RowError
-from connectors.files.mapping import MappingError, UnknownZone
+from connectors.files.columns import Columns, Getter, RowError, row_time
+from connectors.files.mapping import MappingError
 from pipeline.envelope import Channel, Touchpoint
 from pipeline.identifiers import normalize_email, normalize_phone
 
@@ -230,12 +230,7 @@ class CompiledCallMapping:
     ) -> str:
         raw = self._value(row, "direction")
         if raw is not None:
-            found = self.mapping.directions.get(raw.casefold())
-            if found is None:
-                known = ", ".join(sorted(self.mapping.directions))
-                spec = self._spec("direction")
-                raise RowError("direction", f"column {spec!r}: value is not one of {known}")
-            return found
+            return self._choice(raw, "direction", self.mapping.directions)
         if dialplan_context is not None:
             by_context = self._contexts.get(dialplan_context)
             if by_context is not None:
@@ -272,17 +267,7 @@ class CompiledCallMapping:
         text = self._value(row, field)
         if text is None:
             return None
-        try:
-            return self.mapping.read_time(text, zone_name)
-        except UnknownZone:
-            raise RowError(
-                "timezone", "unknown time zone; add it to the mapping's timezones"
-            ) from None
-        except ValueError:
-            expected = self.mapping.expected_time
-            raise RowError(
-                field, f"column {self._spec(field)!r}: not a time in {expected}"
-            ) from None
+        return row_time(self.mapping, text, zone_name, field=field, spec=self._spec(field))
 
     def _seconds(self, row: Any, field: str) -> int | float | None:
         text = self._value(row, field)
@@ -300,11 +285,14 @@ class CompiledCallMapping:
         raw = self._value(row, "disposition")
         if raw is None:
             return "answered" if answered is not None or (talk or 0) > 0 else "no-answer"
-        found = self.mapping.dispositions.get(raw.casefold())
+        return self._choice(raw, "disposition", self.mapping.dispositions)
+
+    def _choice(self, raw: str, field: str, table: Mapping[str, str]) -> str:
+        """What the mapping's ``table`` (folded keys) makes of a column's value, any case."""
+        found = table.get(raw.casefold())
         if found is None:
-            known = ", ".join(sorted(self.mapping.dispositions))
-            spec = self._spec("disposition")
-            raise RowError("disposition", f"column {spec!r}: value is not one of {known}")
+            known = ", ".join(sorted(table))
+            raise RowError(field, f"column {self._spec(field)!r}: value is not one of {known}")
         return found
 
     def _agent(self, row: Any, inbound: bool, caller: str | None, called: str | None) -> str | None:

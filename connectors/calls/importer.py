@@ -9,18 +9,18 @@ with their reason, in the summary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Unpack
 
 from connectors.calls.cdr import CompiledCallMapping, Skip
 from connectors.calls.mapping import CallMapping
 from connectors.files.columns import RowError
 from connectors.files.importer import (
-    CHUNK,
     Batch,
     Converted,
     FileSource,
+    ImportOptions,
     ImportSummary,
     Opened,
     Outcome,
@@ -28,62 +28,29 @@ from connectors.files.importer import (
     Skipped,
     import_file,
 )
-from connectors.files.records import Record, csv_records
-from pipeline import Database, HubError
+from connectors.files.records import Record, csv_with_header
+from pipeline import Database
 
 
 def import_calls_file(
-    db: Database,
-    path: Path,
-    *,
-    mapping: CallMapping,
-    workspace_id: str,
-    default_region: str,
-    state_dir: Path,
-    scope: str = "",
-    rejects_path: Path | None = None,
-    restart: bool = False,
-    chunk_size: int = CHUNK,
-    on_progress: Callable[[int], None] | None = None,
+    db: Database, path: Path, *, mapping: CallMapping, **options: Unpack[ImportOptions]
 ) -> ImportSummary:
     """Import one CDR file (always CSV); returns what happened.
+
+    ``options`` are the shared loop's (``on_progress`` gets bytes read).
 
     The mapping's time zone is part of the checkpoint's scope: re-reading a file in
     another zone starts over (the times differ; the message ids keep it safe).
     """
-    source = FileSource(
-        kind="calls",
-        unit="calls",
-        mapping=mapping.name,
-        file_format="csv",
-        encoding=mapping.encoding,
-        open=lambda text: _open(text, mapping, path),
-    )
-    return import_file(
-        db,
-        path,
-        source,
-        workspace_id=workspace_id,
-        default_region=default_region,
-        state_dir=state_dir,
-        scope=f"{scope}\0{mapping.timezone}",
-        rejects_path=rejects_path,
-        restart=restart,
-        chunk_size=chunk_size,
-        on_progress=on_progress,
-    )
+    options["scope"] = f"{options.get('scope', '')}\0{mapping.timezone}"
+    source = FileSource("calls", "calls", mapping, "csv", lambda text: _open(text, mapping, path))
+    return import_file(db, path, source, **options)
 
 
 def _open(text: IO[str], mapping: CallMapping, path: Path) -> Opened:
     """The records, and the mapping bound to the header (or to the mapping's ``columns``)."""
-    records = csv_records(text, mapping.delimiter)
-    if mapping.columns is not None:
-        header: list[str] = mapping.columns
-    else:
-        first = next(records, None)
-        if first is None or first[2] is None:
-            raise HubError(f"{path}: no CSV header line (or give columns: in the mapping)")
-        header = first[2]
+    hint = " (or give columns: in the mapping)"
+    records, header = csv_with_header(text, mapping, path, hint=hint)
     compiled = CompiledCallMapping(mapping, header)
 
     def convert(records: Iterator[Record], batch: Batch) -> Iterator[Outcome]:

@@ -5,7 +5,7 @@ mapping model (subclass of :class:`FileMapping`) and a converter; the loop
 (:func:`import_file`) streams, ingests in chunks, checkpoints, resumes and rejects.
 """
 
-from connectors.files.columns import Columns, Getter, RowError
+from connectors.files.columns import Columns, Getter, RowError, row_time
 from connectors.files.importer import (
     CHUNK,
     Batch,
@@ -13,6 +13,7 @@ from connectors.files.importer import (
     Converter,
     FileSource,
     ImportInterrupted,
+    ImportOptions,
     ImportSummary,
     Opened,
     Outcome,
@@ -34,6 +35,7 @@ from connectors.files.records import (
     CountingRaw,
     Record,
     csv_records,
+    csv_with_header,
     file_format,
     jsonl_records,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "FileSource",
     "Getter",
     "ImportInterrupted",
+    "ImportOptions",
     "ImportSummary",
     "MappingError",
     "Opened",
@@ -63,10 +66,12 @@ __all__ = [
     "Skipped",
     "UnknownZone",
     "csv_records",
+    "csv_with_header",
     "file_format",
     "import_file",
     "jsonl_records",
     "load_mapping_file",
+    "row_time",
     "shipped",
     "template_columns",
     "zone",

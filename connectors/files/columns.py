@@ -3,15 +3,17 @@
 Why compiled against the header: a mapping names columns, the file has positions;
 resolving them once per file leaves a getter per field, so each row costs only its values.
 Cells are stripped, and blank cells or the mapping's null values read as ``None``. JSON
-Lines rows (dicts) are read by key the same way. Values are never quoted in errors.
+Lines rows (dicts) are read by key the same way. Values are never quoted in errors, not
+even a time the mapping's format cannot read (:func:`row_time`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from connectors.files.mapping import template_columns
+from connectors.files.mapping import FileMapping, UnknownZone, template_columns
 
 #: Reads one field from a row: a CSV row (list of cells) or a JSON Lines row (a dict).
 Getter = Callable[[Any], str | None]
@@ -69,6 +71,24 @@ class Columns:
         return template
 
 
+def row_time(
+    mapping: FileMapping, text: str, zone_name: str | None, *, field: str, spec: str
+) -> datetime:
+    """A row's time as the mapping writes it (:meth:`FileMapping.read_time`), made aware.
+
+    Why here: every importer refuses a bad time the same way, a :class:`RowError` naming
+    the field and its column (``spec``) and never the value; an unknown zone is the
+    ``timezone`` field's fault.
+    """
+    try:
+        return mapping.read_time(text, zone_name)
+    except UnknownZone:
+        raise RowError("timezone", "unknown time zone; add it to the mapping's timezones") from None
+    except ValueError:
+        expected = mapping.expected_time
+        raise RowError(field, f"column {spec!r}: not a time in {expected}") from None
+
+
 def first_positions(header: Sequence[str]) -> dict[str, int]:
     """Column name -> position (the first, when a header repeats a name)."""
     index: dict[str, int] = {}
@@ -104,4 +124,4 @@ def _substitute(spec: str, values: dict[str, str]) -> str:
     return spec
 
 
-__all__ = ["Columns", "Getter", "RowError", "first_positions"]
+__all__ = ["Columns", "Getter", "RowError", "first_positions", "row_time"]

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, Required, TypedDict, Unpack
 
+from connectors.files.mapping import FileMapping
 from connectors.files.records import CountingRaw, Record
 from connectors.files.state import Checkpoint, RejectFile
 from pipeline import Database, HubError, Touchpoint, ingest, utcnow
@@ -95,16 +96,36 @@ class FileSource:
     """What the loop needs from a connector to import one file.
 
     ``kind`` names the importer (``pos``, ``calls``: checkpoint files, event source
-    ``{kind}-import``); ``unit`` is what one outcome is called in the summary. ``open``
-    reads the header from the text stream and may raise ``HubError`` (exit 2).
+    ``{kind}-import``); ``unit`` is what one outcome is called in the summary;
+    ``mapping`` gives the file's encoding and the name that the checkpoint, the events'
+    context and the summary carry. ``open`` reads the header from the text stream and may
+    raise ``HubError`` (exit 2).
     """
 
     kind: str
     unit: str
-    mapping: str
+    mapping: FileMapping
     file_format: str
-    encoding: str
     open: Callable[[IO[str]], Opened]
+
+
+class ImportOptions(TypedDict, total=False):
+    """How to run one import, whatever the connector: the keywords of :func:`import_file`,
+    which every connector's ``import_..._file`` passes on as they are.
+
+    ``scope`` is anything else that makes a checkpoint apply (the database URL);
+    ``rejects_path`` defaults to ``FILE.rejects.csv``; ``restart`` ignores the checkpoint;
+    ``on_progress`` gets the bytes read after each chunk.
+    """
+
+    workspace_id: Required[str]
+    default_region: Required[str]
+    state_dir: Required[Path]
+    scope: str
+    rejects_path: Path | None
+    restart: bool
+    chunk_size: int
+    on_progress: Callable[[int], None] | None
 
 
 class ImportInterrupted(HubError):
@@ -149,46 +170,35 @@ class ImportSummary:
 
 
 def import_file(
-    db: Database,
-    path: Path,
-    source: FileSource,
-    *,
-    workspace_id: str,
-    default_region: str,
-    state_dir: Path,
-    scope: str = "",
-    rejects_path: Path | None = None,
-    restart: bool = False,
-    chunk_size: int = CHUNK,
-    on_progress: Callable[[int], None] | None = None,
+    db: Database, path: Path, source: FileSource, **options: Unpack[ImportOptions]
 ) -> ImportSummary:
-    """Import one export file; returns what happened. ``on_progress`` gets bytes read.
-
-    ``scope`` is anything else that makes a checkpoint apply (the database URL).
-    """
+    """Import one export file; returns what happened (see :class:`ImportOptions`)."""
     started = time.perf_counter()
+    workspace_id, default_region = options["workspace_id"], options["default_region"]
+    chunk_size, on_progress = options.get("chunk_size", CHUNK), options.get("on_progress")
+    scope, mapping = options.get("scope", ""), source.mapping
     try:
         counter = CountingRaw(path.open("rb", buffering=0))
     except OSError as exc:
         raise HubError(f"cannot read {path}: {exc.strerror or exc}") from None
     text = io.TextIOWrapper(
-        io.BufferedReader(counter, 1 << 16), encoding=source.encoding, newline=""
+        io.BufferedReader(counter, 1 << 16), encoding=mapping.encoding, newline=""
     )
     with text:
-        scope = f"{source.file_format}\0{source.mapping}\0{scope}\0{workspace_id}"
-        checkpoint = Checkpoint.load(state_dir, path, scope, kind=source.kind)
-        resume_line = 0 if restart else checkpoint.line
+        scope = f"{source.file_format}\0{mapping.name}\0{scope}\0{workspace_id}"
+        checkpoint = Checkpoint.load(options["state_dir"], path, scope, kind=source.kind)
+        resume_line = 0 if options.get("restart", False) else checkpoint.line
         rejects = RejectFile(
-            rejects_path or path.with_name(path.name + ".rejects.csv"),
+            options.get("rejects_path") or path.with_name(path.name + ".rejects.csv"),
             keep_bytes=checkpoint.rejects_size if resume_line else 0,
         )
         summary = ImportSummary(
-            path, source.mapping, source.file_format, source.unit, resumed_after=resume_line
+            path, mapping.name, source.file_format, source.unit, resumed_after=resume_line
         )
         summary.done_line = resume_line
         pending: list[tuple[int, Touchpoint]] = []
         # One context for every event of the file (never mutated, so shared).
-        context = {"import": {"mapping": source.mapping, "file": path.name}}
+        context = {"import": {"mapping": mapping.name, "file": path.name}}
         batch = Batch(utcnow(), default_region, context)
 
         def reject(line: int, field_name: str, reason: str) -> None:
@@ -237,7 +247,7 @@ def import_file(
             flush()
         except UnicodeDecodeError:
             raise HubError(
-                f"{path}: not readable as {source.encoding} after line {checkpoint.line:,} "
+                f"{path}: not readable as {mapping.encoding} after line {checkpoint.line:,} "
                 "(set encoding in the mapping)"
             ) from None
         except KeyboardInterrupt:
@@ -268,6 +278,7 @@ __all__ = [
     "Converter",
     "FileSource",
     "ImportInterrupted",
+    "ImportOptions",
     "ImportSummary",
     "Opened",
     "Outcome",

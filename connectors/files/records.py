@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import orjson
 
+from connectors.files.mapping import FileMapping
 from pipeline import HubError
 
 FORMATS = {".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -70,6 +71,24 @@ def csv_records(text: IO[str], delimiter: str) -> Iterator[Record]:
             yield start, previous, row, None
 
 
+def csv_with_header(
+    text: IO[str], mapping: FileMapping, path: Path, *, hint: str = ""
+) -> tuple[Iterator[Record], list[str]]:
+    """A CSV's records after its header, and the header the mapping binds to.
+
+    The header is the mapping's ``columns`` when it names them (the file has no header
+    line, so its first line is data), else the file's first record. A file without one
+    stops the import (``hint`` is added to that message).
+    """
+    records = csv_records(text, mapping.delimiter)
+    if mapping.columns is not None:
+        return records, mapping.columns
+    first = next(records, None)
+    if first is None or first[2] is None:
+        raise HubError(f"{path}: no CSV header line{hint}")
+    return records, first[2]
+
+
 def jsonl_records(text: IO[str]) -> Iterator[Record]:
     """Every JSON object of a JSON Lines file (blank lines skipped; others are errors)."""
     for number, line in enumerate(text, start=1):
@@ -86,4 +105,12 @@ def jsonl_records(text: IO[str]) -> Iterator[Record]:
             yield number, number, None, "each line must be a JSON object"
 
 
-__all__ = ["FORMATS", "CountingRaw", "Record", "csv_records", "file_format", "jsonl_records"]
+__all__ = [
+    "FORMATS",
+    "CountingRaw",
+    "Record",
+    "csv_records",
+    "csv_with_header",
+    "file_format",
+    "jsonl_records",
+]

@@ -10,9 +10,9 @@ one touchpoint, ``pos:{store}:{transaction}``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Unpack
 
 from connectors.files.importer import (
     CHUNK,
@@ -20,18 +20,19 @@ from connectors.files.importer import (
     Converted,
     FileSource,
     ImportInterrupted,
+    ImportOptions,
     ImportSummary,
     Opened,
     Outcome,
     Refused,
     import_file,
 )
-from connectors.files.records import Record, csv_records, file_format, jsonl_records
+from connectors.files.records import Record, csv_with_header, file_format, jsonl_records
 from connectors.pos.mapping import Mapping
 from connectors.pos.pan import may_hold_pan
 from connectors.pos.rows import CompiledMapping, RowError
 from connectors.pos.transactions import Kind, parse_transaction, to_touchpoint
-from pipeline import Database, HubError, ValidationError
+from pipeline import Database, ValidationError
 
 MAX_ROWS_PER_TRANSACTION = 1000
 SOURCE = "pos-import"
@@ -42,53 +43,26 @@ def import_pos_file(
     path: Path,
     *,
     mapping: Mapping,
-    workspace_id: str,
-    default_region: str,
-    state_dir: Path,
-    scope: str = "",
     file_format_name: str | None = None,
-    rejects_path: Path | None = None,
-    restart: bool = False,
-    chunk_size: int = CHUNK,
-    on_progress: Callable[[int], None] | None = None,
+    **options: Unpack[ImportOptions],
 ) -> ImportSummary:
-    """Import one export file; returns what happened. ``on_progress`` gets bytes read."""
+    """Import one export file; returns what happened.
+
+    The format is ``file_format_name`` (``csv``, ``jsonl``), else the file name's
+    extension; ``options`` are the shared loop's (``on_progress`` gets bytes read).
+    """
     fmt = file_format(path, file_format_name)
     source = FileSource(
-        kind="pos",
-        unit="transactions",
-        mapping=mapping.name,
-        file_format=fmt,
-        encoding=mapping.encoding,
-        open=lambda text: _open(text, fmt, mapping, path),
+        "pos", "transactions", mapping, fmt, lambda text: _open(text, fmt, mapping, path)
     )
-    return import_file(
-        db,
-        path,
-        source,
-        workspace_id=workspace_id,
-        default_region=default_region,
-        state_dir=state_dir,
-        scope=scope,
-        rejects_path=rejects_path,
-        restart=restart,
-        chunk_size=chunk_size,
-        on_progress=on_progress,
-    )
+    return import_file(db, path, source, **options)
 
 
 def _open(text: IO[str], fmt: str, mapping: Mapping, path: Path) -> Opened:
     """The file's records, and the mapping bound to its header (``None``: API documents)."""
     compiled: CompiledMapping | None
     if fmt == "csv":
-        records = csv_records(text, mapping.delimiter)
-        if mapping.columns is not None:
-            header: list[str] = mapping.columns
-        else:
-            first = next(records, None)
-            if first is None or first[2] is None:
-                raise HubError(f"{path}: no CSV header line")
-            header = first[2]
+        records, header = csv_with_header(text, mapping, path)
         compiled = CompiledMapping(mapping, header)
     else:
         records = jsonl_records(text)

@@ -15,12 +15,10 @@ the schema carries the direction in ``kind``. Values are never quoted in errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.files.columns import Columns, Getter, RowError
-from connectors.files.mapping import UnknownZone
+from connectors.files.columns import Columns, Getter, RowError, row_time
 from connectors.pos.mapping import REQUIRED_FIELDS, Mapping, MappingError
 from connectors.pos.transactions import Kind
 
@@ -177,7 +175,10 @@ class CompiledMapping:
                 tx[key] = value
         tx.setdefault("currency", self.mapping.currency)
         if "occurred_at" in tx:
-            tx["occurred_at"] = self._time(tx["occurred_at"], zone_name)
+            spec = self.mapping.fields["occurred_at"]
+            tx["occurred_at"] = row_time(
+                self.mapping, tx["occurred_at"], zone_name, field="occurred_at", spec=spec
+            )
         items, item_rows = self._items_of(rows, reverse)
         for key, spec, getter in self._sums:
             if key not in totals:
@@ -268,18 +269,6 @@ class CompiledMapping:
         if value is None:
             raise RowError(field, f"column {spec!r}: not a number")
         return value
-
-    def _time(self, text: str, zone_name: str | None) -> datetime:
-        try:
-            return self.mapping.read_time(text, zone_name)
-        except UnknownZone:
-            raise RowError(
-                "timezone", "unknown time zone; add it to the mapping's timezones"
-            ) from None
-        except ValueError:
-            spec = self.mapping.fields["occurred_at"]
-            expected = self.mapping.expected_time
-            raise RowError("occurred_at", f"column {spec!r}: not a time in {expected}") from None
 
 
 def _decimal(text: str, decimal_mark: str) -> Decimal | None:

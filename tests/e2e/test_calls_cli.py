@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 from conftest import Hub
-
-from pipeline import load_settings
+from file_imports import assert_one_line_error, embedded_hub
 
 SAMPLE = Path(__file__).parents[1] / "data" / "calls" / "Master.csv"
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Hub:
-    home = tmp_path / "home"
-    settings = load_settings({"ECRM_HOME": str(home)})
-    return Hub(home, settings.database_url, settings.broker_url)
+    return embedded_hub(tmp_path)
 
 
 def test_asterisk_master_csv_imports_resumes_and_restarts(hub: Hub, tmp_path: Path) -> None:
@@ -73,7 +70,4 @@ def test_unreadable_file_or_bad_mapping_is_one_line_exit_2(
         "timezone": (["--timezone", "Mars/Olympus", str(SAMPLE)], "unknown IANA time zone"),
     }[case]
     result = hub.cli("import", "calls", *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("ecrm:")]
-    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, message)

@@ -7,19 +7,17 @@ duplicates, and a call joining the profile that a web event built for the same p
 
 from __future__ import annotations
 
-import csv
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from file_imports import events, import_into, interrupt_at, rejects
 
 from connectors.calls import ImportInterrupted, ImportSummary, import_calls_file, load_mapping
 from identity.views import find_profile_id, profile_view
 from pipeline import Database, HubError, ingest
-from pipeline.models import Event
 from pipeline.outbox import relay
 from workers.processing import process_batches
 
@@ -29,20 +27,7 @@ GENERIC_HEADER = "call_id,direction,from,to,started_at,ended_at,duration,disposi
 
 def run(db: Database, path: Path, state: Path, **options: Any) -> ImportSummary:
     options.setdefault("mapping", load_mapping("asterisk"))
-    return import_calls_file(
-        db, path, workspace_id="default", default_region="US", state_dir=state, **options
-    )
-
-
-def calls(db: Database, prefix: str = "call:") -> dict[str, Event]:
-    with db.read() as session:
-        rows = session.scalars(select(Event).where(Event.message_id.startswith(prefix)))
-        return {event.message_id: event for event in rows}
-
-
-def rejects(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return import_into(import_calls_file, db, path, state, **options)
 
 
 def tagged_sample(tmp_path: Path, tag: str) -> Path:
@@ -62,7 +47,7 @@ def test_asterisk_sample_imports_skips_internal_calls_and_reimports_as_duplicate
     assert (summary.skipped, summary.rejected, summary.duplicates) == (2, 0, 0)
     assert summary.skip_reasons == {"internal call (both ends are extensions)": 2}
     assert summary.unit == "calls" and summary.rejects_path is None
-    stored = calls(any_db, f"call:asterisk:{tag}-")
+    stored = events(any_db, f"call:asterisk:{tag}-")
     assert len(stored) == 8
     assert {(e.channel, e.type, e.source) for e in stored.values()} == {
         ("call", "call.completed", "calls-import")
@@ -86,7 +71,7 @@ def test_asterisk_sample_imports_skips_internal_calls_and_reimports_as_duplicate
     assert sorted(outbound) == ["+14155550126", "+14155550198", "+14155550199"]
     again = run(any_db, path, tmp_path / "state", restart=True)
     assert (again.imported, again.duplicates, again.skipped) == (0, 8, 2)
-    assert len(calls(any_db, f"call:asterisk:{tag}-")) == 8
+    assert len(events(any_db, f"call:asterisk:{tag}-")) == 8
     done = run(any_db, path, tmp_path / "state")  # complete: nothing read again
     assert (done.rows, done.imported, done.resumed_after) == (0, 0, 10)
     assert not done.nothing_imported
@@ -123,7 +108,7 @@ def test_reject_file_has_line_numbers_fields_and_reasons(
         ("8", "disposition"),
     ]
     assert "12ab" not in target.read_text() and "yesterday" not in target.read_text()
-    stored = calls(sqlite_db, "call:generic:R")
+    stored = events(sqlite_db, "call:generic:R")
     assert set(stored) == {"call:generic:R1", "call:generic:R8"}
     assert stored["call:generic:R8"].properties["duration"] == 60
 
@@ -139,24 +124,16 @@ def test_resume_after_interruption_imports_each_call_once(any_db: Database, tmp_
     path = tmp_path / "big.csv"
     path.write_text("\n".join(rows) + "\n")
     state = tmp_path / "state"
-    progress_calls = 0
-
-    def interrupt(_bytes: int) -> None:
-        nonlocal progress_calls
-        progress_calls += 1
-        if progress_calls == 3:
-            raise KeyboardInterrupt
-
     generic = load_mapping("generic")
     with pytest.raises(ImportInterrupted) as caught:
-        run(any_db, path, state, mapping=generic, chunk_size=100, on_progress=interrupt)
+        run(any_db, path, state, mapping=generic, chunk_size=100, on_progress=interrupt_at(3))
     first = caught.value.summary
     assert first.imported == 300 and first.done_line == 301
-    assert len(calls(any_db, f"call:generic:{tag}-")) == 300
+    assert len(events(any_db, f"call:generic:{tag}-")) == 300
     second = run(any_db, path, state, mapping=generic, chunk_size=100)
     assert second.resumed_after == 301 and second.rows == 901
     assert (second.imported, second.duplicates, second.rejected) == (900, 0, 1)
-    assert len(calls(any_db, f"call:generic:{tag}-")) == 1200
+    assert len(events(any_db, f"call:generic:{tag}-")) == 1200
     assert second.rejects_path is not None
     assert [(r["line"], r["field"]) for r in rejects(second.rejects_path)] == [
         ("1202", "started_at")

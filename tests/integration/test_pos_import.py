@@ -6,7 +6,6 @@ resuming after an interruption without duplicates, and the CLI's exit statuses.
 
 from __future__ import annotations
 
-import csv
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,18 @@ from typing import Any
 import orjson
 import pytest
 from conftest import Hub
+from file_imports import (
+    assert_one_line_error,
+    embedded_hub,
+    events,
+    import_into,
+    interrupt_at,
+    rejects,
+)
 from sqlalchemy import func, select
 
 from connectors.pos import ImportInterrupted, ImportSummary, import_pos_file, load_mapping
-from pipeline import Database, HubError, load_settings
+from pipeline import Database, HubError
 from pipeline.models import Event
 from workers.bench_pos import write_sample
 
@@ -35,25 +42,12 @@ def write_csv(path: Path, lines: list[str]) -> Path:
 
 def run(db: Database, path: Path, state: Path, **options: Any) -> ImportSummary:
     options.setdefault("mapping", load_mapping("generic"))
-    return import_pos_file(
-        db, path, workspace_id="default", default_region="US", state_dir=state, **options
-    )
-
-
-def events(db: Database, prefix: str = "pos:") -> dict[str, Event]:
-    with db.read() as session:
-        rows = session.scalars(select(Event).where(Event.message_id.startswith(prefix)))
-        return {event.message_id: event for event in rows}
+    return import_into(import_pos_file, db, path, state, **options)
 
 
 def count(db: Database) -> int:
     with db.read() as session:
         return int(session.scalar(select(func.count()).select_from(Event)) or 0)
-
-
-def rejects(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_line_item_csv_is_grouped_linked_and_idempotent(any_db: Database, tmp_path: Path) -> None:
@@ -201,16 +195,8 @@ def test_resume_after_interruption_imports_each_transaction_once(
     with path.open("a") as handle:  # a refused row after the interruption point
         handle.write("BAD,S1,R1,C1,not a time,sale,EUR,1,0,0,1,A,Tea,,1,1,,,,,,\n")
     state = tmp_path / "state"
-    calls = 0
-
-    def interrupt(_bytes: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(ImportInterrupted) as caught:
-        run(any_db, path, state, chunk_size=150, on_progress=interrupt)
+        run(any_db, path, state, chunk_size=150, on_progress=interrupt_at(3))
     first = caught.value.summary
     assert first.imported == 450 and first.done_line > 0
     assert len(events(any_db, "pos:S0")) == 450
@@ -264,9 +250,7 @@ def test_file_in_another_encoding_stops_with_one_line(sqlite_db: Database, tmp_p
 
 @pytest.fixture
 def cli_hub(tmp_path: Path) -> Hub:
-    home = tmp_path / "home"
-    settings = load_settings({"ECRM_HOME": str(home)})
-    return Hub(home, settings.database_url, settings.broker_url)
+    return embedded_hub(tmp_path)
 
 
 def test_cli_imports_shows_progress_and_summary(cli_hub: Hub, tmp_path: Path) -> None:
@@ -306,7 +290,4 @@ def test_cli_unreadable_file_or_bad_mapping_is_one_line_exit_2(
         "extension": ([str(odd)], "--format"),
     }[case]
     result = cli_hub.cli("import", "pos", *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("ecrm:")]
-    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, message)
