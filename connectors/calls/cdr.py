@@ -151,7 +151,7 @@ class CompiledCallMapping:
         call_id = value(row, "call_id")
         if call_id is not None and len(call_id) > MAX_CALL_ID:
             raise RowError("call_id", f"longer than {MAX_CALL_ID} characters")
-        message_id = self._message_id(row, call_id, caller, called, started)
+        message_id = self._message_id(row, call_id, caller, called)
 
         identifiers: dict[str, str] = {}
         if phone is not None:
@@ -330,10 +330,14 @@ class CompiledCallMapping:
         call_id: str | None,
         caller: str | None,
         called: str | None,
-        started: datetime,
     ) -> str:
-        """``call:{system}:{call id}`` (plus a leg hash when ids repeat), else a row hash."""
-        start = started.astimezone(UTC).isoformat()
+        """``call:{system}:{call id}`` (plus a leg hash when ids repeat), else a row hash.
+
+        The hash takes the start time as the file writes it, not the instant it is read
+        as: importing the same file again with another ``--timezone`` (to fix a wrong
+        one) must find the same calls, not add them a second time.
+        """
+        start = self._value(row, "started_at") or ""
         channel = self._value(row, "channel") or ""
         peer = self._value(row, "peer_channel") or ""
         if call_id is not None and self.mapping.unique_call_id:

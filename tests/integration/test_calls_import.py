@@ -75,6 +75,11 @@ def test_asterisk_sample_imports_skips_internal_calls_and_reimports_as_duplicate
     done = run(any_db, path, tmp_path / "state")  # complete: nothing read again
     assert (done.rows, done.imported, done.resumed_after) == (0, 0, 10)
     assert not done.nothing_imported
+    # read again in another zone (fixing a wrong --timezone): the same calls, not new ones
+    paris = load_mapping("asterisk").model_copy(update={"timezone": "Europe/Paris"})
+    rezoned = run(any_db, path, tmp_path / "state", mapping=paris)
+    assert (rezoned.rows, rezoned.imported, rezoned.duplicates) == (10, 0, 8)
+    assert len(events(any_db, f"call:asterisk:{tag}-")) == 8
 
 
 def test_reject_file_has_line_numbers_fields_and_reasons(
