@@ -52,6 +52,52 @@ class ProfileIdentifier(Base):
     channel: Mapped[str] = mapped_column(String(16))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: provenance, for ``explain``: the event that attached it, and the identifier of that
+    #: event that already belonged to the profile (``kind:value``; none: it founded it)
+    source_event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    linked_by: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class ProfileMerge(Base):
+    """One merge, audited: which profile went into which, because of which event and key.
+
+    ``evidence`` holds what was compared: for a deterministic merge the identifier both
+    sides claimed (``{"rule": "shared_identifier", "kind": ..., "value": ...}``); the
+    identifiers the merged profile brought are listed so an unmerge can find them.
+    """
+
+    __tablename__ = "profile_merges"
+    __table_args__ = (
+        Index("ix_profile_merges_survivor", "workspace_id", "survivor_id"),
+        Index("ix_profile_merges_merged", "workspace_id", "merged_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    survivor_id: Mapped[str] = mapped_column(String(40))
+    merged_id: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdentityConflict(Base):
+    """A join that resolution refused (a limit would break), kept for people to look at."""
+
+    __tablename__ = "identity_conflicts"
+    __table_args__ = (Index("ix_identity_conflicts_workspace", "workspace_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    #: ``merge_refused`` (two profiles) or ``identifier_refused`` (one more of a kind)
+    reason: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    #: the profiles involved, the event's profile first
+    profile_ids: Mapped[list[str]] = mapped_column(JsonDoc)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ProfileChannelCount(Base):
@@ -96,3 +142,5 @@ PROFILES = cast(Table, Profile.__table__)
 IDENTIFIERS = cast(Table, ProfileIdentifier.__table__)
 CHANNEL_COUNTS = cast(Table, ProfileChannelCount.__table__)
 PROFILE_EVENTS = cast(Table, ProfileEvent.__table__)
+MERGES = cast(Table, ProfileMerge.__table__)
+CONFLICTS = cast(Table, IdentityConflict.__table__)

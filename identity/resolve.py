@@ -1,15 +1,19 @@
-"""Exact-identifier profile resolution (the foundation's stand-in for full identity).
+"""Identity resolution of a batch: read what is known, decide (``identity.graph``), write.
 
-Each event is attached to the profile that already owns the strongest of its identifiers
-(``user_id`` before ``email`` before ``anonymous_id``…); if none is known, a new profile is
-created and owns them all. Identifiers of an event that no profile owns yet are attached
-to the chosen profile, so ``anonymousId`` then ``userId`` on the same event link up.
-Two known identifiers owned by *different* profiles are left apart: merging is the
-identity issue's work, with limits and audit, and must not be done casually here.
+Each event joins the profile that owns its identifiers; identifiers nobody owns yet are
+attached to it; an event whose identifiers belong to several profiles merges them, within
+the limits of :class:`~identity.config.IdentityConfig`. The rules are in
+:mod:`identity.graph`; this module reads what they need and turns the decisions into rows.
 
 Why it is written per batch, not per event: one lookup of every identifier in the batch,
 one bulk insert of new profiles and identifiers, one bulk update of touched profiles.
 That keeps the database round trips per batch constant, which is where throughput is.
+Merges are rare, so their writes (:mod:`identity.merge_writes`) are plain statements.
+
+Why every write is guarded: the plan is computed from reads (on SQLite outside the write
+lock). Each profile it changes must still carry the ``updated_at`` that was read (on
+PostgreSQL they are locked ``FOR UPDATE`` and must not have been merged meanwhile); any
+difference raises :class:`TransientError` and the batch is planned again.
 """
 
 from __future__ import annotations
@@ -24,23 +28,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
-from identity import pg_writes, row_writes
-from identity.models import (
-    IDENTIFIERS,
-    PROFILES,
-)
+from identity import merge_writes, pg_writes, row_writes
+from identity.config import DEFAULT_PRIORITY, IdentityConfig
+from identity.graph import BatchGraph, Held, key_text
+from identity.models import CHANNEL_COUNTS, IDENTIFIERS, PROFILES
 from pipeline import StoredEvent, TransientError, dialect_insert, utcnow
 
-#: Which identifier decides the profile when an event carries several.
-PRIORITY = ("user_id", "customer_id", "email", "phone", "loyalty_card", "device_id", "anonymous_id")
-_RANK = {kind: rank for rank, kind in enumerate(PRIORITY)}
+#: Which identifier decides the profile when an event carries several (the default).
+PRIORITY = DEFAULT_PRIORITY
+_DEFAULT_CONFIG = IdentityConfig()
 _LOOKUP_CHUNK = 400
+_TICK = timedelta(microseconds=1)
 
 Key = tuple[str, str]
 
 
 def new_profile_id() -> str:
-    """Time-ordered profile id (``prof_`` + UUIDv7 hex)."""
+    """Time-ordered profile id (``prof_`` + UUIDv7 hex): the older profile sorts first."""
     return "prof_" + uuid7().hex
 
 
@@ -63,16 +67,6 @@ class _Delta:
             self.trait_updates.append((event.occurred_at, event.traits))
 
 
-def rank(kind: str) -> int:
-    """Position of an identifier kind in :data:`PRIORITY` (unknown kinds come last)."""
-    return _RANK.get(kind, len(PRIORITY))
-
-
-def by_strength(identifiers: Mapping[str, str]) -> list[Key]:
-    """An event's identifiers, strongest first: the first one owned decides its profile."""
-    return sorted(identifiers.items(), key=lambda item: rank(item[0]))
-
-
 def merge_traits(
     traits: dict[str, Any],
     trait_times: dict[str, str],
@@ -87,6 +81,17 @@ def merge_traits(
                 traits[name] = value
                 trait_times[name] = stamp
     return traits, trait_times
+
+
+def as_updates(
+    traits: Mapping[str, Any], times: Mapping[str, str]
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """A profile's traits as the timed updates :func:`merge_traits` takes (to merge two)."""
+    return [
+        (datetime.fromisoformat(times[name]), {name: value})
+        for name, value in traits.items()
+        if name in times
+    ]
 
 
 class Owner(NamedTuple):
@@ -123,6 +128,30 @@ def owners_of(session: Session, workspace_id: str, keys: Iterable[Key]) -> dict[
     return owners
 
 
+def identifiers_held(
+    session: Session, profile_ids: Iterable[str], versions: dict[str, datetime]
+) -> dict[str, Held]:
+    """What each profile holds, per kind (for the limits).
+
+    Each profile's ``updated_at`` is read first into ``versions``: the plan's writes then
+    check that the profile did not change after it was counted, since every change to a
+    profile (an identifier attached or moved to it) moves its ``updated_at``.
+    """
+    held: dict[str, Held] = {}
+    chosen = sorted(set(profile_ids))
+    ids = IDENTIFIERS.c
+    for start in range(0, len(chosen), _LOOKUP_CHUNK):
+        part = chosen[start : start + _LOOKUP_CHUNK]
+        stamps = select(PROFILES.c.id, PROFILES.c.updated_at).where(PROFILES.c.id.in_(part))
+        versions.update({pid: at for pid, at in session.execute(stamps)})
+        rows = session.execute(
+            select(ids.profile_id, ids.kind, ids.value).where(ids.profile_id.in_(part))
+        )
+        for profile_id, kind, value in rows:
+            held.setdefault(profile_id, {}).setdefault(kind, set()).add(value)
+    return held
+
+
 @dataclass
 class Plan:
     """Everything one batch will write, computed from what was read.
@@ -141,6 +170,10 @@ class Plan:
     channel_counts: list[dict[str, Any]] = field(default_factory=list)
     #: one row per event: the profile it is counted in (the timeline)
     profile_events: list[dict[str, Any]] = field(default_factory=list)
+    #: existing profiles merged into another: ``pid``, ``into``, ``seen`` (guard), ``now``
+    merged_away: list[dict[str, Any]] = field(default_factory=list)
+    merge_audit: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def plan_events(
@@ -150,6 +183,7 @@ def plan_events(
     *,
     lock: bool = False,
     now: datetime | None = None,
+    config: IdentityConfig | None = None,
 ) -> Plan:
     """Attach each event to a profile and compute the profiles' new state (reads only).
 
@@ -159,74 +193,174 @@ def plan_events(
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
     known = owners_of(session, workspace_id, keys)
-    owner: dict[Key, str] = {key: found.profile_id for key, found in known.items()}
-    new_keys: dict[Key, dict[str, Any]] = {}
-    seen_again: dict[Key, datetime] = {}
-    new_profiles: set[str] = set()
-    deltas: dict[str, _Delta] = {}
-
+    versions: dict[str, datetime] = {}
+    graph = BatchGraph(
+        config or _DEFAULT_CONFIG,
+        owner={key: found.profile_id for key, found in known.items()},
+        load_held=lambda ids: identifiers_held(session, ids, versions),
+        new_profile_id=new_profile_id,
+    )
+    graph.preload((event.id, event.identifiers) for event in events)
+    assigned: list[tuple[StoredEvent, str]] = []
+    born: dict[str, datetime] = {}
+    latest: dict[Key, datetime] = {}
     for event in events:
-        ranked = by_strength(event.identifiers)
-        profile_id = next((owner[k] for k in ranked if k in owner), None)
+        profile_id = graph.resolve(event.id, event.identifiers)
+        for key in event.identifiers.items():
+            if event.occurred_at > latest.get(key, event.occurred_at - _TICK):
+                latest[key] = event.occurred_at
         if profile_id is None:
-            profile_id = new_profile_id()
-            new_profiles.add(profile_id)
-        for key in ranked:
-            if key not in owner:
-                owner[key] = profile_id
-                new_keys[key] = {
-                    "profile_id": profile_id,
-                    "channel": event.channel,
-                    "first_seen_at": event.occurred_at,
-                    "last_seen_at": event.occurred_at,
-                }
-            elif key in new_keys:
-                row = new_keys[key]
-                row["last_seen_at"] = max(row["last_seen_at"], event.occurred_at)
-            elif event.occurred_at > seen_again.get(key, known[key].last_seen_at):
-                seen_again[key] = event.occurred_at
-        deltas.setdefault(profile_id, _Delta()).add(event)
+            continue  # only blocked identifiers: counted in no profile
+        assigned.append((event, profile_id))
+        born.setdefault(profile_id, event.occurred_at)
+
+    find = graph.find
+    deltas: dict[str, _Delta] = {}
+    for event, profile_id in assigned:
+        final = find(profile_id)
+        deltas.setdefault(final, _Delta()).add(event)
         plan.profile_events.append(
             {
                 "event_id": event.id,
                 "workspace_id": workspace_id,
-                "profile_id": profile_id,
+                "profile_id": final,
                 "occurred_at": event.occurred_at,
             }
         )
-
-    for profile_id in sorted(new_profiles):
-        delta = deltas[profile_id]
-        traits, times = merge_traits({}, {}, delta.trait_updates)
-        plan.new_profiles.append(
-            {
-                "id": profile_id,
-                "workspace_id": workspace_id,
-                "traits": traits,
-                "trait_times": times,
-                "first_seen_at": delta.first,
-                "last_seen_at": delta.last,
-                "event_count": delta.count,
-                "created_at": plan.now,
-                "updated_at": plan.now,
-            }
-        )
-    plan.new_identifiers = [
-        {"workspace_id": workspace_id, "kind": kind, "value": value, **data}
-        for (kind, value), data in sorted(new_keys.items())
-    ]
-    plan.profile_updates = _profile_updates(
-        session, workspace_id, set(deltas) - new_profiles, deltas, lock=lock, now=plan.now
+    new = set(graph.new_profiles)
+    existing_losers = {
+        m.merged_id: find(m.merged_id) for m in graph.merges if m.merged_id not in new
+    }
+    _plan_new_profiles(plan, graph.new_profiles, deltas, born, find)
+    by_id = {event.id: event for event in events}
+    _plan_identifiers(plan, graph, by_id, known, latest, find)
+    absorbed = _absorbed_state(session, existing_losers)
+    for into, loser_channels in absorbed.channels.items():
+        deltas.setdefault(into, _Delta()).channels.update(loser_channels)
+    plan.profile_updates, plan.merged_away = _profile_updates(
+        session,
+        workspace_id,
+        (set(deltas) - new) | set(existing_losers.values()),
+        deltas,
+        existing_losers,
+        versions,
+        lock=lock,
+        now=plan.now,
     )
-    plan.identifier_touches = [
-        {"rid": known[key].row_id, "seen": at} for key, at in sorted(seen_again.items())
-    ]
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
         for pid in sorted(deltas)
         for channel, n in sorted(deltas[pid].channels.items())
+        if n
+    ]
+    plan.merge_audit = [
+        {
+            "workspace_id": workspace_id,
+            "survivor_id": m.survivor_id,
+            "merged_id": m.merged_id,
+            "event_id": m.event_id,
+            "rule": "shared_identifier",
+            "evidence": {
+                "merged_identifier": key_text(m.merged_key),
+                "survivor_identifier": key_text(m.survivor_key),
+            },
+            "created_at": plan.now,
+        }
+        for m in graph.merges
+    ]
+    plan.conflicts = [
+        {
+            "workspace_id": workspace_id,
+            "event_id": c.event_id,
+            "reason": c.reason,
+            "kind": c.kind,
+            "profile_ids": [find(p) for p in c.profile_ids],
+            "detail": dict(c.detail),
+            "created_at": plan.now,
+        }
+        for c in graph.conflicts
     ]
     return plan
+
+
+def _plan_new_profiles(
+    plan: Plan,
+    new_ids: Sequence[str],
+    deltas: Mapping[str, _Delta],
+    born: Mapping[str, datetime],
+    find: Any,
+) -> None:
+    """Rows for the batch's new profiles; one merged within the batch is born merged."""
+    for profile_id in new_ids:
+        final = find(profile_id)
+        delta = deltas.get(profile_id) if final == profile_id else None
+        traits, times = merge_traits({}, {}, delta.trait_updates if delta else ())
+        plan.new_profiles.append(
+            {
+                "id": profile_id,
+                "workspace_id": plan.workspace_id,
+                "traits": traits,
+                "trait_times": times,
+                "first_seen_at": delta.first if delta else born[profile_id],
+                "last_seen_at": delta.last if delta else born[profile_id],
+                "event_count": delta.count if delta else 0,
+                "created_at": plan.now,
+                "updated_at": plan.now,
+                "merged_into": None if final == profile_id else final,
+            }
+        )
+
+
+def _plan_identifiers(
+    plan: Plan,
+    graph: BatchGraph,
+    events: Mapping[int, StoredEvent],
+    known: Mapping[Key, Owner],
+    latest: Mapping[Key, datetime],
+    find: Any,
+) -> None:
+    """New identifier rows (with their provenance) and last-seen moves of known ones."""
+    plan.new_identifiers = [
+        {
+            "workspace_id": plan.workspace_id,
+            "kind": a.key[0],
+            "value": a.key[1],
+            "profile_id": find(a.profile_id),
+            "channel": events[a.event_id].channel,
+            "first_seen_at": events[a.event_id].occurred_at,
+            "last_seen_at": latest[a.key],
+            "source_event_id": a.event_id,
+            "linked_by": key_text(a.linked_by) if a.linked_by else None,
+        }
+        for a in sorted(graph.attachments, key=lambda a: a.key)
+    ]
+    plan.identifier_touches = [
+        {"rid": owner.row_id, "seen": latest[key]}
+        for key, owner in sorted(known.items())
+        if latest[key] > owner.last_seen_at
+    ]
+
+
+@dataclass
+class _Absorbed:
+    """What merged-away profiles hand to their survivors besides their profile row."""
+
+    channels: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def _absorbed_state(session: Session, losers: Mapping[str, str]) -> _Absorbed:
+    absorbed = _Absorbed()
+    if not losers:
+        return absorbed
+    counts = CHANNEL_COUNTS.c
+    rows = session.execute(
+        select(counts.profile_id, counts.channel, counts.count).where(
+            counts.profile_id.in_(sorted(losers))
+        )
+    )
+    for profile_id, channel, count in rows:
+        absorbed.channels.setdefault(losers[profile_id], Counter())[channel] += count
+    return absorbed
 
 
 def apply_events(
@@ -235,9 +369,10 @@ def apply_events(
     events: Sequence[StoredEvent],
     *,
     now: datetime | None = None,
+    config: IdentityConfig | None = None,
 ) -> None:
     """Plan and write in the caller's transaction."""
-    plan = plan_events(session, workspace_id, events, lock=True, now=now)
+    plan = plan_events(session, workspace_id, events, lock=True, now=now, config=config)
     write_plan(session, plan)
 
 
@@ -250,13 +385,16 @@ def write_plan(session: Session, plan: Plan) -> None:
     """
     if plan.new_profiles:
         session.execute(PROFILES.insert(), plan.new_profiles)
+    if plan.merged_away:
+        merge_writes.merge_profiles(session, plan.workspace_id, plan.merged_away)
     if plan.new_identifiers:
         stmt = (
             dialect_insert(session)(IDENTIFIERS)
             .on_conflict_do_nothing(index_elements=["workspace_id", "kind", "value"])
             .returning(IDENTIFIERS.c.kind)
         )
-        if len(session.execute(stmt, plan.new_identifiers).all()) != len(plan.new_identifiers):
+        rows = plan.new_identifiers
+        if len(session.execute(stmt, rows).all()) != len(rows):
             raise TransientError("identifier claimed by a concurrent batch; retrying")
     writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
     for traits in (True, False):
@@ -269,6 +407,8 @@ def write_plan(session: Session, plan: Plan) -> None:
         writes.add_channel_counts(session, plan.channel_counts)
     if plan.profile_events:
         writes.add_profile_events(session, plan.profile_events)
+    if plan.merge_audit or plan.conflicts:
+        merge_writes.record(session, plan.merge_audit, plan.conflicts)
 
 
 def _profile_updates(
@@ -276,25 +416,42 @@ def _profile_updates(
     workspace_id: str,
     ids: set[str],
     deltas: dict[str, _Delta],
+    losers: Mapping[str, str],
+    versions: Mapping[str, datetime],
     *,
     lock: bool,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Guarded updates of the existing profiles a batch touches, and of those it merges away.
+
+    A survivor takes its merged profiles' events, first/last seen and traits (most recent
+    wins per trait, as for events).
+    """
+    ids = ids | set(losers)
     if not ids:
-        return []
+        return [], []
     profiles = PROFILES.c
     locking = lock and session.get_bind().dialect.name == "postgresql"
-    with_traits = {pid for pid in ids if deltas[pid].trait_updates}
+    absorbing = set(losers.values())
+    with_traits = {pid for pid in ids if deltas.get(pid, _Delta()).trait_updates}
+    with_traits |= absorbing | set(losers)
     # Most events carry no traits: their profiles' JSON is neither read nor written. Rows
     # to lock are locked by one query in id order, so two workers never deadlock.
     groups = [(sorted(ids), True)] if locking else [(sorted(ids - with_traits), False)]
     if not locking:
         groups.append((sorted(with_traits), True))
-    updates = []
+    read: dict[str, tuple[Any, ...]] = {}
     for chosen, read_traits in groups:
         if not chosen:
             continue
-        columns = [profiles.id, profiles.first_seen_at, profiles.last_seen_at, profiles.updated_at]
+        columns = [
+            profiles.id,
+            profiles.first_seen_at,
+            profiles.last_seen_at,
+            profiles.updated_at,
+            profiles.merged_into,
+            profiles.event_count,
+        ]
         if read_traits:
             columns += [profiles.traits, profiles.trait_times]
         query = (
@@ -304,18 +461,43 @@ def _profile_updates(
         )
         if locking:
             query = query.with_for_update()
-        for profile_id, first, last, updated, *json_columns in session.execute(query):
-            delta = deltas[profile_id]
-            row = {
-                "pid": profile_id,
-                "seen": updated,
-                "n": delta.count,
-                "first": min(first, delta.first) if delta.first else first,
-                "last": max(last, delta.last) if delta.last else last,
-                "now": max(now, updated + timedelta(microseconds=1)),
-            }
-            if delta.trait_updates:
-                traits, times = json_columns
-                row["traits"], row["times"] = merge_traits(traits, times, delta.trait_updates)
-            updates.append(row)
-    return updates
+        for found in session.execute(query):
+            read[found[0]] = tuple(found)
+    if len(read) != len(ids) or any(row[4] is not None for row in read.values()):
+        raise TransientError("a profile was merged while its batch was planned; retrying")
+    if any(read[pid][3] != at for pid, at in versions.items() if pid in read):
+        raise TransientError("a profile changed while its limits were checked; retrying")
+
+    stamp = max([now, *(row[3] + timedelta(microseconds=1) for row in read.values())])
+    merged_away = [
+        {"pid": loser, "into": into, "seen": read[loser][3], "now": stamp}
+        for loser, into in sorted(losers.items())
+    ]
+    updates: list[dict[str, Any]] = []
+    for profile_id in sorted(ids - set(losers)):
+        _, first, last, updated, _, _, *json_columns = read[profile_id]
+        delta = deltas.get(profile_id, _Delta())
+        count = delta.count
+        firsts = [first] + ([delta.first] if delta.first else [])
+        lasts = [last] + ([delta.last] if delta.last else [])
+        trait_updates = list(delta.trait_updates)
+        for loser, into in losers.items():
+            if into == profile_id:
+                _, l_first, l_last, _, _, l_count, l_traits, l_times = read[loser]
+                count += l_count
+                firsts.append(l_first)
+                lasts.append(l_last)
+                trait_updates += as_updates(l_traits, l_times)
+        row = {
+            "pid": profile_id,
+            "seen": updated,
+            "n": count,
+            "first": min(firsts),
+            "last": max(lasts),
+            "now": max(now, updated + timedelta(microseconds=1)),
+        }
+        if trait_updates:
+            traits, times = json_columns
+            row["traits"], row["times"] = merge_traits(traits, times, trait_updates)
+        updates.append(row)
+    return updates, merged_away

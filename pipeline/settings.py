@@ -82,6 +82,8 @@ class Settings:
     mail_max_bytes: int = 25 * 1024 * 1024
     #: a poller's claim on a folder lasts this long unrenewed (another takes over after a crash)
     mail_lease_seconds: float = 90.0
+    #: identity resolution's priorities, limits and blocked values (YAML; default built in)
+    identity_config: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -297,6 +299,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_poll_seconds=_float(env, "ECRM_MAIL_POLL_SECONDS", 60.0, 1.0),
         mail_max_bytes=_int(env, "ECRM_MAIL_MAX_BYTES", 25 * 1024**2, 1024, 1024**3),
         mail_lease_seconds=_float(env, "ECRM_MAIL_LEASE_SECONDS", 90.0, 2.0),
+        identity_config=_readable_file(env, "ECRM_IDENTITY_CONFIG"),
     )
 
 

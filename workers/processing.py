@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import identity
+from identity.config import IdentityConfig
 from personalization import consent
 from pipeline import Database, TransientError
 from pipeline.outbox import Publish, RelayStats, relay
@@ -30,17 +31,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def process_batches(db: Database, batch_ids: Sequence[int]) -> int:
+def process_batches(
+    db: Database, batch_ids: Sequence[int], config: IdentityConfig | None = None
+) -> int:
     """Process batches exactly once in their effects; returns how many events it processed."""
     if db.dialect == "sqlite":
-        done = _process_optimistically(db, batch_ids)
+        done = _process_optimistically(db, batch_ids, config)
         if done is not None:
             return done
     try:
         with db.write() as session:
             works = load_batches(session, batch_ids, lock=True)
             for work in works:
-                identity.apply_events(session, work.workspace_id, work.events)
+                identity.apply_events(session, work.workspace_id, work.events, config=config)
                 consent.apply_events(session, work.workspace_id, work.events)
             complete_batches(session, works)
     except Exception as exc:
@@ -48,7 +51,7 @@ def process_batches(db: Database, batch_ids: Sequence[int]) -> int:
             _record_error(db, batch_ids, exc)
             raise TransientError(str(exc)) from exc
         log.error("batch_failed_isolating", batch_ids=list(batch_ids), error=repr(exc))
-        return _isolating(db, batch_ids)
+        return _isolating(db, batch_ids, config)
     events = sum(len(work.events) for work in works)
     log.debug("batches_processed", batch_ids=list(batch_ids), events=events)
     return events
@@ -62,7 +65,9 @@ def _record_error(db: Database, batch_ids: Sequence[int], exc: BaseException) ->
         log.warning("batch_error_not_recorded", batch_ids=list(batch_ids), error=str(record_exc))
 
 
-def _process_optimistically(db: Database, batch_ids: Sequence[int]) -> int | None:
+def _process_optimistically(
+    db: Database, batch_ids: Sequence[int], config: IdentityConfig | None
+) -> int | None:
     """SQLite: read and plan outside the write lock, then write only if nothing changed.
 
     SQLite has one write lock for the whole database, shared with the API's ingest. Holding
@@ -72,7 +77,10 @@ def _process_optimistically(db: Database, batch_ids: Sequence[int]) -> int | Non
     try:
         with db.read() as session:
             works = load_batches(session, batch_ids, lock=False)
-            plans = [identity.plan_events(session, w.workspace_id, w.events) for w in works]
+            plans = [
+                identity.plan_events(session, w.workspace_id, w.events, config=config)
+                for w in works
+            ]
         if not works:
             return 0
         with db.write() as session:
@@ -86,7 +94,7 @@ def _process_optimistically(db: Database, batch_ids: Sequence[int]) -> int | Non
     return sum(len(work.events) for work in works)
 
 
-def _isolating(db: Database, batch_ids: Sequence[int]) -> int:
+def _isolating(db: Database, batch_ids: Sequence[int], config: IdentityConfig | None) -> int:
     """Process event by event, each in a savepoint: a bad event is quarantined, not its batch.
 
     Still one transaction, so the batches are done all at once or not at all.
@@ -100,7 +108,9 @@ def _isolating(db: Database, batch_ids: Sequence[int]) -> int:
                 for event in work.events:
                     try:
                         with session.begin_nested():
-                            identity.apply_events(session, work.workspace_id, [event])
+                            identity.apply_events(
+                                session, work.workspace_id, [event], config=config
+                            )
                             consent.apply_events(session, work.workspace_id, [event])
                         processed += 1
                     except Exception as exc:

@@ -8,8 +8,9 @@ use (and a forked child drops the parent's, see ``workers.celery_app``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from identity.config import IdentityConfig
 from pipeline import Database, Settings, load_settings
 from pipeline.logs import configure_logging
 from pipeline.settings import with_local_credentials
@@ -24,6 +25,7 @@ class Runtime:
 
     settings: Settings
     db: Database
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
@@ -31,8 +33,9 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     settings = with_local_credentials(settings or load_settings())
     settings.home.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level, json=settings.log_json)
+    identity_config = IdentityConfig.load(settings.identity_config)  # a bad file: one line
     db = Database.connect(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    return Runtime(settings=settings, db=db)
+    return Runtime(settings=settings, db=db, identity=identity_config)
 
 
 def get_runtime() -> Runtime:

@@ -25,7 +25,8 @@ def process_batch(self: Any, batch_ids: list[int] | int) -> None:
     """
     ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
     try:
-        process_batches(get_runtime().db, ids)
+        runtime = get_runtime()
+        process_batches(runtime.db, ids, runtime.identity)
     except TransientError as exc:
         countdown = min(2**self.request.retries, 60)
         log.warning("batch_retry", batch_ids=ids, error=str(exc), countdown=countdown)

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from identity.models import Profile, ProfileEvent
 from identity.views import decode_cursor, encode_cursor, event_views, timeline
 from pipeline import Database, ingest
 from pipeline.events import get_event
 from pipeline.outbox import relay
-from pipeline.schema import upgrade
+from pipeline.schema import downgrade, upgrade
 from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -160,10 +160,7 @@ def test_0005_backfills_the_profile_of_already_processed_events(
                 session.execute(select(ProfileEvent.event_id, ProfileEvent.profile_id)).all()
             )
         assert len(before) == 3
-        # the table as revision 0004 left it (no rows), then upgrade again
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP TABLE profile_events"))
-            conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+        downgrade(db, "0004")  # the schema before the timeline table, data kept
         upgrade(db)
         with db.read() as session:
             after = dict(

@@ -1,0 +1,182 @@
+"""How identity resolution is allowed to join records: priorities, limits, blocked values.
+
+Why limits per kind: a person has one customer id and one loyalty card, a few email
+addresses and phone numbers. Two profiles whose union would hold two customer ids are two
+people who happen to share something (a family phone, a shop's walk-in card), so a merge
+that would break a limit does not happen; the conflict is recorded instead.
+
+Why blocked values: some identifiers are known in advance to belong to nobody in
+particular (``test@…``, ``0000000000``, a shop's own ``info@`` address). A blocked value
+is kept on its event but never attaches to a profile, never finds one and never merges.
+
+The file is YAML (``ECRM_IDENTITY_CONFIG``)::
+
+    priority: [user_id, customer_id, email, phone, loyalty_card, device_id, anonymous_id]
+    limits: {customer_id: 1, loyalty_card: 1, email: 5, phone: 3}
+    default_limit: 10          # kinds not listed
+    blocked:
+      email: ["test@.*", "info@shop\\\\.example"]   # full-match regular expressions
+      phone: ["\\\\+1?0+"]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import HubError
+
+DEFAULT_PRIORITY = (
+    "user_id",
+    "customer_id",
+    "email",
+    "phone",
+    "loyalty_card",
+    "card_fingerprint",
+    "device_id",
+    "anonymous_id",
+)
+DEFAULT_LIMITS: Mapping[str, int] = MappingProxyType(
+    {
+        "user_id": 1,
+        "customer_id": 1,
+        "loyalty_card": 1,
+        "email": 5,
+        "phone": 3,
+        "card_fingerprint": 5,
+        "device_id": 20,
+        "anonymous_id": 100,
+        # one per sale: an anonymous sale and its refund, never two customers
+        "pos_transaction": 1000,
+    }
+)
+DEFAULT_LIMIT = 10
+#: Values no real customer has: placeholder addresses and numbers made of one digit.
+DEFAULT_BLOCKED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "email": (
+            r"(test|noreply|no-reply|donotreply|do-not-reply|mailer-daemon|postmaster)@.*",
+            r".*@(invalid|localhost)",
+        ),
+        "phone": (r"\+\d{0,3}?(\d)\1{6,}",),
+        "loyalty_card": (r"0+",),
+        "customer_id": (r"0+",),
+    }
+)
+
+
+class IdentityConfigError(HubError):
+    """The identity configuration file is unreadable or wrong (one line, names the key)."""
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: list[str] = Field(default_factory=lambda: list(DEFAULT_PRIORITY))
+    limits: dict[str, int] = Field(default_factory=dict)
+    default_limit: int = Field(default=DEFAULT_LIMIT, ge=1)
+    blocked: dict[str, list[str]] | None = None
+
+    @field_validator("limits")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        for kind, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"{kind}: a limit is at least 1")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a kind is listed twice")
+        return value
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """The rules resolution applies; the default is what a fresh hub uses."""
+
+    priority: tuple[str, ...] = DEFAULT_PRIORITY
+    limits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_LIMITS)
+    default_limit: int = DEFAULT_LIMIT
+    blocked: Mapping[str, tuple[re.Pattern[str], ...]] = field(
+        default_factory=lambda: _compile(DEFAULT_BLOCKED)
+    )
+    _ranks: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ranks", {kind: i for i, kind in enumerate(self.priority)})
+
+    def limit(self, kind: str) -> int:
+        """How many identifiers of ``kind`` one profile may hold."""
+        return self.limits.get(kind, self.default_limit)
+
+    def rank(self, kind: str) -> int:
+        """Position in the priority list; kinds not listed come last."""
+        return self._ranks.get(kind, len(self.priority))
+
+    def is_blocked(self, kind: str, value: str) -> bool:
+        """Whether a normalized value may never identify anyone."""
+        return any(pattern.fullmatch(value) for pattern in self.blocked.get(kind, ()))
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "identity config") -> IdentityConfig:
+        """Validate a parsed file; raises :class:`IdentityConfigError` naming the key."""
+        try:
+            parsed = _File.model_validate(data if data is not None else {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top)"
+            raise IdentityConfigError(f"{source}: {where}: {first['msg']}") from None
+        try:
+            blocked = _compile(
+                DEFAULT_BLOCKED
+                if parsed.blocked is None
+                else {k: tuple(v) for k, v in parsed.blocked.items()}
+            )
+        except re.error as exc:
+            raise IdentityConfigError(f"{source}: blocked: bad pattern: {exc}") from None
+        return cls(
+            priority=tuple(parsed.priority),
+            limits=MappingProxyType({**DEFAULT_LIMITS, **parsed.limits}),
+            default_limit=parsed.default_limit,
+            blocked=blocked,
+        )
+
+    @classmethod
+    def load(cls, path: Path | None) -> IdentityConfig:
+        """The configuration in ``path``, or the default when there is none."""
+        if path is None:
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise IdentityConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise IdentityConfigError(f"{path}: not YAML: {exc}") from None
+        return cls.from_mapping(data, source=str(path))
+
+
+def _compile(patterns: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[re.Pattern[str], ...]]:
+    return MappingProxyType(
+        {
+            kind: tuple(re.compile(p, re.IGNORECASE) for p in values)
+            for kind, values in patterns.items()
+        }
+    )
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_PRIORITY",
+    "IdentityConfig",
+    "IdentityConfigError",
+]

@@ -1,0 +1,226 @@
+"""Deterministic identity resolution of one batch, in memory: who is who, and what joins.
+
+Given who owns each identifier before the batch (read from the database) and what each
+involved profile holds, :class:`BatchGraph` walks the batch's events in log order and
+decides, for each event, the profile it belongs to, the identifiers it attaches, the
+profiles it merges and the joins it refuses. Nothing here touches the database, so the
+rules can be read (and tested) on their own:
+
+* An identifier that is blocked (:class:`~identity.config.IdentityConfig`) is ignored: it
+  never finds, founds, joins or merges a profile. An event with nothing else belongs to no
+  profile.
+* No owner among the event's identifiers: a new profile holds them all.
+* One owner: the event joins it; identifiers nobody owns are attached to it, unless the
+  profile already holds as many of that kind as allowed (then the join is refused and
+  recorded as a conflict: the identifier stays free, so it founds its own profile later).
+* Several owners: the owner of the strongest identifier leads; each other owner, in the
+  order of strength of the identifier that found it, is merged in if the union breaks no
+  limit, and recorded as a refused merge otherwise. The survivor of a merge is the older
+  profile (profile ids are time-ordered), so a profile's id never changes under it.
+
+Every decision keeps its evidence (event, identifiers), which becomes the merge audit and
+the identifiers' provenance that ``explain`` shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from identity.config import IdentityConfig
+
+Key = tuple[str, str]
+Held = dict[str, set[str]]
+
+
+def key_text(key: Key) -> str:
+    """``kind:value``, as identifiers are written in the API."""
+    return f"{key[0]}:{key[1]}"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An identifier the batch gives to a profile for the first time."""
+
+    key: Key
+    profile_id: str
+    event_id: int
+    #: the identifier of the same event that already belonged to the profile (None: the
+    #: event founded the profile with it)
+    linked_by: Key | None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """``merged_id`` goes into ``survivor_id`` because an event carried both keys."""
+
+    survivor_id: str
+    merged_id: str
+    event_id: int
+    #: the identifier that belonged to the merged profile, and the survivor's side
+    merged_key: Key
+    survivor_key: Key
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A join the limits refused."""
+
+    reason: str  # "merge_refused" or "identifier_refused"
+    kind: str
+    event_id: int
+    profile_ids: tuple[str, ...]
+    detail: Mapping[str, object]
+
+
+@dataclass
+class BatchGraph:
+    """The identity decisions of one batch (see the module docstring)."""
+
+    config: IdentityConfig
+    #: owner of each identifier known before the batch (always a live profile)
+    owner: dict[Key, str]
+    #: what a profile holds, per kind, loaded on first need (``load_held``)
+    load_held: Callable[[Iterable[str]], Mapping[str, Held]]
+    new_profile_id: Callable[[], str]
+    held: dict[str, Held] = field(default_factory=dict)
+    #: union-find: a merged profile points at the profile it went into
+    parent: dict[str, str] = field(default_factory=dict)
+    new_profiles: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def find(self, profile_id: str) -> str:
+        """The profile a profile now lives in (itself unless merged in this batch)."""
+        root = profile_id
+        while root in self.parent:
+            root = self.parent[root]
+        while profile_id != root:  # path compression
+            self.parent[profile_id], profile_id = root, self.parent[profile_id]
+        return root
+
+    def usable(self, identifiers: Mapping[str, str]) -> list[Key]:
+        """An event's identifiers that may identify someone, strongest first."""
+        keys = [
+            (kind, value)
+            for kind, value in identifiers.items()
+            if not self.config.is_blocked(kind, value)
+        ]
+        keys.sort(key=lambda key: self.config.rank(key[0]))
+        return keys
+
+    def preload(self, events: Iterable[tuple[int, Mapping[str, str]]]) -> None:
+        """Load, in one read, what the profiles that may need a limit check hold."""
+        wanted: set[str] = set()
+        for _, identifiers in events:
+            keys = self.usable(identifiers)
+            owners = {self.owner[key] for key in keys if key in self.owner}
+            if len(owners) > 1 or (owners and len(owners) < len(keys)):
+                wanted |= owners
+        self._ensure_held(wanted)
+
+    def _ensure_held(self, profile_ids: Iterable[str]) -> None:
+        missing = [p for p in profile_ids if p not in self.held]
+        if missing:
+            loaded = self.load_held(missing)
+            for profile_id in missing:
+                self.held[profile_id] = {k: set(v) for k, v in loaded.get(profile_id, {}).items()}
+
+    def resolve(self, event_id: int, identifiers: Mapping[str, str]) -> str | None:
+        """The profile the event belongs to (None: no usable identifier)."""
+        keys = self.usable(identifiers)
+        if not keys:
+            return None
+        found: list[tuple[str, Key]] = []
+        for key in keys:
+            if key in self.owner:
+                profile_id = self.find(self.owner[key])
+                if all(profile_id != p for p, _ in found):
+                    found.append((profile_id, key))
+        if not found:
+            profile_id = self.new_profile_id()
+            self.new_profiles.append(profile_id)
+            self.held[profile_id] = {}
+            for key in keys:
+                self._attach(key, profile_id, event_id, None)
+            return profile_id
+        group, lead_key = found[0]
+        if len(found) > 1 or len(found) < len(keys):
+            self._ensure_held(p for p, _ in found)
+        for other, other_key in found[1:]:
+            group = self._merge(group, other, event_id, lead_key, other_key)
+        for key in keys:
+            if key not in self.owner:
+                self._attach_within_limit(key, group, event_id, lead_key)
+        return group
+
+    def _attach(self, key: Key, profile_id: str, event_id: int, linked_by: Key | None) -> None:
+        self.owner[key] = profile_id
+        self.held[profile_id].setdefault(key[0], set()).add(key[1])
+        self.attachments.append(Attachment(key, profile_id, event_id, linked_by))
+
+    def _attach_within_limit(self, key: Key, group: str, event_id: int, lead_key: Key) -> None:
+        kind = key[0]
+        holding = self.held[group].get(kind, set())
+        limit = self.config.limit(kind)
+        if len(holding) >= limit:
+            self.conflicts.append(
+                Conflict(
+                    "identifier_refused",
+                    kind,
+                    event_id,
+                    (group,),
+                    {
+                        "identifier": key_text(key),
+                        "linked_by": key_text(lead_key),
+                        "limit": limit,
+                        "held": sorted(holding),
+                    },
+                )
+            )
+            return
+        self._attach(key, group, event_id, lead_key)
+
+    def _merge(self, group: str, other: str, event_id: int, lead_key: Key, other_key: Key) -> str:
+        """Merge ``other`` into ``group`` if the limits allow; the profile that leads now."""
+        over = self._over_limit(self.held[group], self.held[other])
+        if over:
+            kind, count = over
+            self.conflicts.append(
+                Conflict(
+                    "merge_refused",
+                    kind,
+                    event_id,
+                    (group, other),
+                    {
+                        "identifiers": [key_text(lead_key), key_text(other_key)],
+                        "limit": self.config.limit(kind),
+                        "would_hold": count,
+                    },
+                )
+            )
+            return group
+        # the older profile survives; one that exists already always outlives one this
+        # batch made (a worker whose clock runs behind must not rename a profile)
+        new = set(self.new_profiles)
+        survivor, merged = sorted((group, other), key=lambda p: (p in new, p))
+        survivor_key, merged_key = (
+            (lead_key, other_key) if survivor == group else (other_key, lead_key)
+        )
+        self.parent[merged] = survivor
+        for kind, values in self.held.pop(merged).items():
+            self.held[survivor].setdefault(kind, set()).update(values)
+        self.merges.append(Merge(survivor, merged, event_id, merged_key, survivor_key))
+        return survivor
+
+    def _over_limit(self, a: Held, b: Held) -> tuple[str, int] | None:
+        """The first kind (by priority) whose union would hold too many, with that count."""
+        for kind in sorted(a.keys() & b.keys(), key=self.config.rank):
+            count = len(a[kind] | b[kind])
+            if count > self.config.limit(kind):
+                return kind, count
+        return None
+
+
+__all__ = ["Attachment", "BatchGraph", "Conflict", "Merge", "key_text"]

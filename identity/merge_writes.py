@@ -1,0 +1,69 @@
+"""The writes of a merge: the merged profile points at its survivor, everything it held moves.
+
+Why moved rather than linked: readers (lookups by identifier, the timeline, history
+conditions) then find one profile with one index search, never a chain. The merged
+profile's row stays, with ``merged_into``, so its old id redirects and the audit keeps
+what it was. Merges are rare, so these are plain statements on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy.orm import Session
+
+from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MERGES, PROFILE_EVENTS, PROFILES
+from pipeline import TransientError
+
+
+def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Point each merged profile at its survivor and move its identifiers, events, counts.
+
+    ``rows``: ``pid`` (merged), ``into`` (survivor), ``seen`` (its ``updated_at`` as read),
+    ``now``. The survivor's own row is updated by the plan's profile updates (counts,
+    traits); its channel counts already include the merged profile's.
+    """
+    marked = session.execute(
+        update(PROFILES)
+        .where(
+            PROFILES.c.id == bindparam("pid"),
+            PROFILES.c.updated_at == bindparam("seen"),
+            PROFILES.c.merged_into.is_(None),
+        )
+        .values(merged_into=bindparam("into"), updated_at=bindparam("now")),
+        list(rows),
+    )
+    if int(marked.rowcount) != len(rows):  # type: ignore[attr-defined]
+        raise TransientError("a merged profile changed while its batch was planned; retrying")
+    for row in rows:
+        loser, survivor = row["pid"], row["into"]
+        session.execute(
+            update(IDENTIFIERS)
+            .where(IDENTIFIERS.c.workspace_id == workspace_id, IDENTIFIERS.c.profile_id == loser)
+            .values(profile_id=survivor)
+        )
+        session.execute(
+            update(PROFILE_EVENTS)
+            .where(
+                PROFILE_EVENTS.c.workspace_id == workspace_id,
+                PROFILE_EVENTS.c.profile_id == loser,
+            )
+            .values(profile_id=survivor)
+        )
+        session.execute(
+            delete(CHANNEL_COUNTS).where(
+                CHANNEL_COUNTS.c.workspace_id == workspace_id, CHANNEL_COUNTS.c.profile_id == loser
+            )
+        )
+
+
+def record(
+    session: Session, merges: Sequence[dict[str, Any]], conflicts: Sequence[dict[str, Any]]
+) -> None:
+    """Append the batch's merge audit and refused joins."""
+    if merges:
+        session.execute(MERGES.insert(), list(merges))
+    if conflicts:
+        session.execute(CONFLICTS.insert(), list(conflicts))

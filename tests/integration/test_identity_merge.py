@@ -1,0 +1,202 @@
+"""Deterministic merges on real SQLite and PostgreSQL: joins, limits, blocked values, audit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from identity.config import IdentityConfig
+from identity.models import IdentityConflict, ProfileEvent, ProfileIdentifier, ProfileMerge
+from identity.views import event_views, find_profile_id, profile_view, timeline
+from pipeline import Database, ingest
+from pipeline.events import get_event
+from pipeline.outbox import relay
+from workers.processing import process_batches
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+WS = "default"
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def ev(
+    minute: int, channel: str = "web", traits: dict[str, Any] | None = None, **ids: str
+) -> dict[str, Any]:
+    return {
+        "message_id": f"idm-{uuid.uuid4().hex}",
+        "channel": channel,
+        "type": "page.viewed" if channel == "web" else "order.completed",
+        "occurred_at": T0 + timedelta(minutes=minute),
+        "identifiers": ids,
+        "traits": traits or {},
+    }
+
+
+def run(db: Database, *batches: list[dict[str, Any]], config: IdentityConfig | None = None) -> None:
+    """Ingest each list as one transaction and process it before the next."""
+    for items in batches:
+        with db.write() as session:
+            results = ingest(session, items, workspace_id=WS, default_region="US")
+        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
+        published: list[list[int]] = []
+        relay(db, published.append, batch_size=500, lease_seconds=60)
+        for message in published:
+            process_batches(db, message, config)
+
+
+def profile_of(db: Database, item: dict[str, Any]) -> str | None:
+    with db.read() as session:
+        record = get_event(session, WS, item["message_id"])
+        assert record is not None and record.status == "processed", record
+        found = event_views(session, WS, [record])[0]["profile_id"]
+    return str(found) if found else None
+
+
+def owner(db: Database, kind: str, value: str) -> str | None:
+    with db.read() as session:
+        return find_profile_id(session, WS, kind, value, "US")
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_anonymous_visit_then_login_merges_into_the_older_profile(
+    any_db: Database, same_batch: bool
+) -> None:
+    t = tag()
+    anon, email, card = f"anon-{t}", f"ann-{t}@example.com", f"LC-{t}"
+    shop = ev(0, "pos", loyalty_card=card, email=email)  # oldest: the shop knows Ann
+    browse = [ev(1 + i, anonymous_id=anon, traits={"plan": "free"}) for i in range(3)]
+    login = ev(10, anonymous_id=anon, email=email, traits={"plan": "gold", "name": "Ann"})
+    if same_batch:
+        run(any_db, [shop, *browse, login])
+    else:
+        run(any_db, [shop], browse, [login])
+
+    survivor = profile_of(any_db, shop)
+    assert survivor is not None
+    assert {profile_of(any_db, e) for e in [*browse, login]} == {survivor}
+    assert owner(any_db, "anonymous_id", anon) == survivor
+    with any_db.read() as session:
+        view = profile_view(session, WS, survivor)
+        assert view is not None
+        assert view["event_count"] == 5 and view["channels"] == {"pos": 1, "web": 4}
+        assert view["traits"] == {"plan": "gold", "name": "Ann"}  # most recent wins
+        assert view["first_seen_at"] == T0.isoformat()
+        shown = timeline(session, WS, survivor, limit=10)
+        assert shown is not None and len(shown["events"]) == 5
+        [merge] = session.scalars(
+            select(ProfileMerge).where(ProfileMerge.survivor_id == survivor)
+        ).all()
+        assert merge.event_id == get_event(session, WS, login["message_id"]).event.id  # type: ignore[union-attr]
+        assert merge.evidence == {
+            "merged_identifier": f"anonymous_id:{anon}",
+            "survivor_identifier": f"email:{email}",
+        }
+        merged = profile_view(session, WS, merge.merged_id)  # the old id redirects
+        assert merged is not None and merged["id"] == survivor
+        assert merged["merged_into"] == survivor and merged["requested_id"] == merge.merged_id
+        left = session.scalar(
+            select(func.count())
+            .select_from(ProfileEvent)
+            .where(ProfileEvent.profile_id == merge.merged_id)
+        )
+        assert left == 0
+
+
+def test_a_merge_that_would_break_a_limit_is_refused_and_recorded(any_db: Database) -> None:
+    t = tag()
+    phone = "+1415555" + str(uuid.uuid4().int % 10000).zfill(4)
+    ann = ev(0, "pos", customer_id=f"C1-{t}", phone=phone)
+    bob = ev(1, "pos", customer_id=f"C2-{t}", email=f"bob-{t}@example.com")
+    # a web form with Bob's email and the family phone: two customer ids would be one person
+    form = ev(2, email=f"bob-{t}@example.com", phone=phone)
+    run(any_db, [ann], [bob], [form])
+    ann_id, bob_id = profile_of(any_db, ann), profile_of(any_db, bob)
+    assert ann_id and bob_id and ann_id != bob_id
+    assert profile_of(any_db, form) == bob_id  # email outranks phone: Bob's
+    with any_db.read() as session:
+        conflicts = [
+            c for c in session.scalars(select(IdentityConflict)).all() if bob_id in c.profile_ids
+        ]
+    [found] = conflicts
+    assert (found.reason, found.kind, found.profile_ids) == (
+        "merge_refused",
+        "customer_id",
+        [bob_id, ann_id],
+    )
+    assert found.detail["limit"] == 1 and found.detail["would_hold"] == 2
+    assert owner(any_db, "phone", phone) == ann_id  # the phone stays where it was
+
+
+def test_one_identifier_too_many_is_refused_and_stays_free(any_db: Database) -> None:
+    t = tag()
+    first = ev(0, user_id=f"u1-{t}", email=f"shared-{t}@example.com")
+    second = ev(1, user_id=f"u2-{t}", email=f"shared-{t}@example.com")
+    run(any_db, [first], [second])
+    profile = profile_of(any_db, first)
+    assert profile_of(any_db, second) == profile
+    assert owner(any_db, "user_id", f"u2-{t}") is None  # a second user id is refused
+    later = ev(2, user_id=f"u2-{t}")
+    run(any_db, [later])
+    assert profile_of(any_db, later) not in (None, profile)  # it founds its own profile
+    with any_db.read() as session:
+        refused = [
+            c
+            for c in session.scalars(select(IdentityConflict)).all()
+            if c.detail.get("identifier") == f"user_id:u2-{t}"
+        ]
+    assert [(c.reason, c.kind) for c in refused] == [("identifier_refused", "user_id")]
+
+
+def test_blocked_values_never_join_anyone(any_db: Database) -> None:
+    t = tag()
+    a = ev(0, user_id=f"a-{t}", email="test@shop.example")
+    b = ev(1, user_id=f"b-{t}", email="test@shop.example")
+    nobody = ev(2, email="noreply@shop.example")
+    run(any_db, [a, b, nobody])
+    assert profile_of(any_db, a) != profile_of(any_db, b)
+    assert profile_of(any_db, nobody) is None  # processed, in no profile
+    assert owner(any_db, "email", "test@shop.example") is None
+
+    config = IdentityConfig.from_mapping({"blocked": {"loyalty_card": ["WALKIN-.*"]}})
+    c, d = (
+        ev(3, "pos", loyalty_card=f"WALKIN-{t}", email=f"c-{t}@example.com"),
+        ev(4, "pos", loyalty_card=f"WALKIN-{t}", email=f"d-{t}@example.com"),
+    )
+    run(any_db, [c], [d], config=config)
+    assert profile_of(any_db, c) != profile_of(any_db, d)
+
+
+def test_chains_of_merges_end_in_one_profile_with_provenance(any_db: Database) -> None:
+    t = tag()
+    a = ev(0, anonymous_id=f"a-{t}")
+    b = ev(1, device_id=f"d-{t}")
+    c = ev(2, "pos", email=f"e-{t}@example.com")
+    link1 = ev(3, anonymous_id=f"a-{t}", device_id=f"d-{t}")
+    link2 = ev(4, device_id=f"d-{t}", email=f"e-{t}@example.com")
+    run(any_db, [a], [b], [c], [link1, link2])
+    oldest = profile_of(any_db, a)
+    assert {profile_of(any_db, e) for e in (a, b, c, link1, link2)} == {oldest}
+    with any_db.read() as session:
+        rows = session.execute(
+            select(
+                ProfileIdentifier.kind, ProfileIdentifier.profile_id, ProfileIdentifier.linked_by
+            )
+            .where(ProfileIdentifier.value.in_([f"a-{t}", f"d-{t}", f"e-{t}@example.com"]))
+            .order_by(ProfileIdentifier.kind)
+        ).all()
+        merges = session.scalar(
+            select(func.count()).select_from(ProfileMerge).where(ProfileMerge.survivor_id == oldest)
+        )
+    assert [(kind, pid) for kind, pid, _ in rows] == [
+        ("anonymous_id", oldest),
+        ("device_id", oldest),
+        ("email", oldest),
+    ]
+    assert all(linked is None for *_, linked in rows)  # each founded its own profile
+    assert merges == 2
