@@ -56,6 +56,8 @@ class ProfileIdentifier(Base):
     #: event that already belonged to the profile (``kind:value``; none: it founded it)
     source_event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     linked_by: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: the profile it was first attached to (``profile_id`` moves with merges; this stays)
+    attached_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class ProfileMerge(Base):

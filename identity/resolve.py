@@ -331,6 +331,7 @@ def _plan_identifiers(
             "last_seen_at": latest[a.key],
             "source_event_id": a.event_id,
             "linked_by": key_text(a.linked_by) if a.linked_by else None,
+            "attached_to": a.profile_id,
         }
         for a in sorted(graph.attachments, key=lambda a: a.key)
     ]

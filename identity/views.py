@@ -10,10 +10,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from identity.models import Profile, ProfileChannelCount, ProfileEvent, ProfileIdentifier
+from identity.models import (
+    IdentityConflict,
+    Profile,
+    ProfileChannelCount,
+    ProfileEvent,
+    ProfileIdentifier,
+)
 from pipeline.events import EventRecord, event_view, events_by_id
 from pipeline.identifiers import normalize_identifier
-from pipeline.models import EVENT_PROCESSED
+from pipeline.models import EVENT_PROCESSED, Event
 
 _MAX_REDIRECTS = 16
 
@@ -71,7 +77,7 @@ def timeline(
     so events that share a timestamp are neither skipped nor repeated. ``None`` when no
     such profile exists; a merged-away id shows its survivor's timeline.
     """
-    survivor = _current_profile(session, workspace_id, profile_id)
+    survivor = current_profile(session, workspace_id, profile_id)
     if survivor is None:
         return None
     query = select(ProfileEvent.event_id, ProfileEvent.occurred_at).where(
@@ -155,7 +161,7 @@ def _survivors(session: Session, workspace_id: str, profile_ids: set[str]) -> di
     return moved
 
 
-def _current_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
+def current_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
     """The profile, or the one it was merged into (following ``merged_into``)."""
     profile = None
     for _ in range(_MAX_REDIRECTS):
@@ -171,7 +177,7 @@ def _current_profile(session: Session, workspace_id: str, profile_id: str) -> Pr
 def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
     """A profile as the API shows it; an id that was merged away redirects to the survivor."""
     requested = profile_id
-    profile = _current_profile(session, workspace_id, profile_id)
+    profile = current_profile(session, workspace_id, profile_id)
     if profile is None:
         return None
     identifiers = session.execute(
@@ -214,3 +220,55 @@ def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[s
         view["requested_id"] = requested
         view["merged_into"] = profile.id
     return view
+
+
+_CONFLICT_SCAN = 5000
+
+
+def list_conflicts(
+    session: Session,
+    workspace_id: str,
+    *,
+    profile_id: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Joins the limits refused, oldest first, and the ``after`` cursor of the next page.
+
+    With ``profile_id``, only those involving that profile (or one merged into it since);
+    a page then looks at up to a few thousand conflicts, and the cursor goes on from there.
+    """
+    scan = limit if profile_id is None else _CONFLICT_SCAN
+    rows = session.execute(
+        select(IdentityConflict, Event.message_id)
+        .outerjoin(Event, Event.id == IdentityConflict.event_id)
+        .where(IdentityConflict.workspace_id == workspace_id, IdentityConflict.id > after)
+        .order_by(IdentityConflict.id)
+        .limit(scan)
+    ).all()
+    found: list[dict[str, Any]] = []
+    last = after
+    for conflict, message_id in rows:
+        last = conflict.id
+        current = [
+            (p.id if (p := current_profile(session, workspace_id, pid)) else pid)
+            for pid in conflict.profile_ids
+        ]
+        if profile_id is not None and profile_id not in current:
+            continue
+        found.append(
+            {
+                "id": conflict.id,
+                "reason": conflict.reason,
+                "kind": conflict.kind,
+                "event": message_id,
+                "profile_ids": conflict.profile_ids,
+                "current_profile_ids": current,
+                "detail": conflict.detail,
+                "created_at": conflict.created_at.isoformat(),
+            }
+        )
+        if len(found) == limit:
+            break
+    more = len(found) == limit or len(rows) == scan
+    return found, (last if more and rows else None)

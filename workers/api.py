@@ -34,6 +34,7 @@ from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
 from workers.api_actions import actions_router
+from workers.api_identity import identity_router
 from workers.api_mailboxes import mailbox_router
 from workers.api_twilio import twilio_router
 from workers.auth import admin_workspace, match_secret
@@ -369,6 +370,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(twilio_router(settings, store))
     app.include_router(actions_router(runtime, admin))
     app.include_router(mailbox_router(runtime, admin))
+    app.include_router(identity_router(runtime, admin, store))
     return app
 
 

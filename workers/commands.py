@@ -24,6 +24,9 @@ def register(main: click.Group) -> None:
     from workers.mailboxes_cli import mailboxes
 
     main.add_command(mailboxes)
+    from workers.identity_cli import identity
+
+    main.add_command(identity)
 
 
 #: Options the bench commands share.

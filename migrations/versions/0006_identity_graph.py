@@ -6,8 +6,8 @@ Create Date: 2026-12-01
 
 ``profile_merges`` audits every merge (which profile went into which, the event and the
 identifier that caused it); ``identity_conflicts`` keeps joins refused by the limits;
-``profile_identifiers`` gains the event that attached each identifier and the identifier
-that linked it, for ``explain``. Identifiers of existing profiles have no provenance.
+``profile_identifiers`` gains the event that attached each identifier, the identifier
+that linked it and the profile it first joined, for ``explain``. Identifiers of existing profiles have no provenance.
 """
 
 from collections.abc import Sequence
@@ -31,6 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("profile_identifiers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("source_event_id", _ID, nullable=True))
         batch_op.add_column(sa.Column("linked_by", sa.String(length=300), nullable=True))
+        batch_op.add_column(sa.Column("attached_to", sa.String(length=40), nullable=True))
     op.create_table(
         "profile_merges",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -69,5 +70,6 @@ def downgrade() -> None:
     op.drop_index("ix_profile_merges_survivor", table_name="profile_merges")
     op.drop_table("profile_merges")
     with op.batch_alter_table("profile_identifiers", schema=None) as batch_op:
+        batch_op.drop_column("attached_to")
         batch_op.drop_column("linked_by")
         batch_op.drop_column("source_event_id")

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from identity.config import IdentityConfig
+from identity.explain import explain
 from identity.models import IdentityConflict, ProfileEvent, ProfileIdentifier, ProfileMerge
 from identity.views import event_views, find_profile_id, profile_view, timeline
 from pipeline import Database, ingest
@@ -200,3 +201,42 @@ def test_chains_of_merges_end_in_one_profile_with_provenance(any_db: Database) -
     ]
     assert all(linked is None for *_, linked in rows)  # each founded its own profile
     assert merges == 2
+
+
+def test_explain_shows_founders_links_and_merges_as_a_tree(any_db: Database) -> None:
+    t = tag()
+    shop = ev(0, "pos", loyalty_card=f"LC-{t}", email=f"ann-{t}@example.com")
+    web = ev(1, anonymous_id=f"anon-{t}")
+    login = ev(2, anonymous_id=f"anon-{t}", user_id=f"u-{t}", email=f"ann-{t}@example.com")
+    run(any_db, [shop], [web], [login])
+    survivor = profile_of(any_db, shop)
+    assert survivor
+    with any_db.read() as session:
+        view = explain(session, WS, survivor)
+        merged_away = session.scalar(
+            select(ProfileMerge.merged_id).where(ProfileMerge.survivor_id == survivor)
+        )
+    assert view is not None and merged_away
+    assert (view["identifiers"], view["merges"]) == (4, 1)
+    roots = {node["identifier"]: node for node in view["tree"]}
+    assert set(roots) == {f"email:ann-{t}@example.com", f"loyalty_card:LC-{t}"}
+    email = roots[f"email:ann-{t}@example.com"]
+    assert email["source_event"] == shop["message_id"]
+    assert email["reason"] == f"founded {survivor} with event {shop['message_id']}"
+    children = {c.get("identifier") or c["merged_profile"]: c for c in email["children"]}
+    assert set(children) == {f"user_id:u-{t}", merged_away}
+    assert children[f"user_id:u-{t}"]["reason"] == (
+        f"event {login['message_id']} carried it with email:ann-{t}@example.com, "
+        "which already belonged here"
+    )
+    merge = children[merged_away]
+    assert merge["event"] == login["message_id"]
+    assert [c["identifier"] for c in merge["children"]] == [f"anonymous_id:anon-{t}"]
+    assert merge["children"][0]["source_event"] == web["message_id"]
+    assert [e["via"] for e in view["events"]] == [
+        f"user_id:u-{t}",
+        f"anonymous_id:anon-{t}",
+        f"email:ann-{t}@example.com",
+    ]
+    assert view["text"].splitlines()[0] == survivor
+    assert f"<= {merged_away}" in view["text"]

@@ -1,0 +1,99 @@
+"""Identity over HTTP on a running hub: a merge explained, a refused join, an explicit link."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Hub, basic_auth
+from test_slice import wait_processed
+
+
+def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_path: Path) -> None:
+    config = tmp_path / "identity.yaml"
+    config.write_text("limits: {user_id: 1}\nblocked: {email: ['desk@shop\\.example']}\n")
+    hub = hub_factory("sqlite", ECRM_IDENTITY_CONFIG=str(config))
+    hub.launch(("run",))
+    client, admin = hub.client(), hub.admin()
+    t = uuid.uuid4().hex[:8]
+    anon, user, other = f"anon-{t}", f"u-{t}", f"v-{t}"
+    batch = [
+        {"type": "page", "anonymousId": anon, "messageId": f"p-{t}", "name": "Home"},
+        {
+            "type": "identify",
+            "userId": user,
+            "messageId": f"i-{t}",
+            "traits": {"email": f"a-{t}@x.io"},
+        },
+        # the anonymous visitor logs in: the two profiles become one
+        {
+            "type": "track",
+            "userId": user,
+            "anonymousId": anon,
+            "messageId": f"t-{t}",
+            "event": "Signed In",
+        },
+        # a second user id with the same email: refused by the limit, recorded
+        {
+            "type": "identify",
+            "userId": other,
+            "messageId": f"o-{t}",
+            "traits": {"email": f"a-{t}@x.io"},
+        },
+        # the front desk's address identifies nobody
+        {
+            "type": "identify",
+            "userId": f"w-{t}",
+            "messageId": f"w-{t}",
+            "traits": {"email": "desk@shop.example"},
+        },
+    ]
+    answer = client.post(
+        "/v1/batch", json={"batch": batch}, headers={"Authorization": basic_auth()}
+    )
+    assert answer.status_code == 200, answer.text
+    views = wait_processed(admin, [m["messageId"] for m in batch], hub)
+    profile = views[f"p-{t}"]["profile_id"]
+    assert views[f"t-{t}"]["profile_id"] == profile == views[f"i-{t}"]["profile_id"]
+
+    explained = admin.get(f"/v1/profiles/{profile}/explain").json()
+    assert explained["profile_id"] == profile and explained["merges"] == 1
+    assert f"user_id:{user}" in explained["text"] and f"anonymous_id:{anon}" in explained["text"]
+    assert {e["message_id"] for e in explained["events"]} >= {f"p-{t}", f"i-{t}", f"t-{t}"}
+
+    conflicts = admin.get("/v1/identity/conflicts", params={"profile_id": profile}).json()
+    [refused] = [c for c in conflicts["conflicts"] if c["event"] == f"o-{t}"]
+    assert (refused["reason"], refused["kind"]) == ("identifier_refused", "user_id")
+    assert refused["detail"]["identifier"] == f"user_id:{other}"
+    assert admin.get("/v1/profiles?identifier=email:desk@shop.example").status_code == 404
+
+    # an operator links the second user id's own profile to a loyalty card
+    lone = client.post(
+        "/v1/track",
+        json={"userId": other, "event": "Viewed", "messageId": f"v-{t}"},
+        headers={"Authorization": basic_auth()},
+    )
+    assert lone.status_code == 200
+    lone_profile = wait_processed(admin, [f"v-{t}"], hub)[f"v-{t}"]["profile_id"]
+    link = {"identifiers": {"user_id": other, "loyalty_card": f"LC-{t}"}, "idempotency_key": t}
+    linked = admin.post("/v1/identity/links", json=link)
+    assert linked.status_code == 202, linked.text
+    assert linked.json() == {"message_id": f"link:{t}", "status": "accepted"}
+    assert admin.post("/v1/identity/links", json=link).json()["status"] == "duplicate"
+    assert wait_processed(admin, [f"link:{t}"], hub)[f"link:{t}"]["profile_id"] == lone_profile
+    card = admin.get("/v1/profiles", params={"identifier": f"loyalty_card:LC-{t}"}).json()
+    assert card["id"] == lone_profile
+
+    bad = admin.post("/v1/identity/links", json={"identifiers": {"user_id": other}})
+    assert bad.status_code == 400 and bad.json()["field"] == "identifiers"
+    assert admin.get("/v1/profiles/prof_nobody/explain").status_code == 404
+    assert client.get(f"/v1/profiles/{profile}/explain").status_code == 401
+
+    shown = hub.cli("identity", "explain", profile)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == profile and f"anonymous_id:{anon}" in shown.stdout
+    listed = hub.cli("identity", "conflicts", "--profile", profile)
+    assert listed.returncode == 0 and f"user_id:{other}" in listed.stdout
+    missing = hub.cli("identity", "explain", "prof_nobody")
+    assert missing.returncode == 2 and "no profile 'prof_nobody'" in missing.stderr

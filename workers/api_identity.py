@@ -1,0 +1,111 @@
+"""Admin routes of identity resolution: why a profile is what it is, refused joins, links.
+
+Why an explicit link is an event: the event log is the truth, so ``POST /v1/identity/links``
+appends an ``identity.linked`` touchpoint carrying the identifiers to join, and the worker
+resolves it like any other event: under the same limits and blocked values as an event
+from a connector, audited the same way. The answer is 202 with the event's message id;
+``GET /v1/events/{message_id}`` then shows the profile it landed in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from identity.explain import explain
+from identity.views import list_conflicts
+from pipeline import IngestResult, utcnow
+from workers.auth import admin_workspace
+from workers.problems import Problem
+from workers.runtime import Runtime
+
+Store = Callable[[str, list[dict[str, Any]]], Awaitable[list[IngestResult]]]
+MAX_LINK_IDENTIFIERS = 20
+
+
+def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: Store) -> APIRouter:
+    """Explain, conflicts and links (admin bearer token); ``store`` appends events."""
+    router = APIRouter()
+    db = runtime.db
+
+    @router.get("/v1/profiles/{profile_id}/explain")
+    def get_explain(profile_id: str, request: Request, events: int = 50) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        if not 0 <= events <= 500:
+            raise Problem(400, "Invalid query", "events must be 0..500", "events")
+        with db.read() as session:
+            view = explain(
+                session, workspace, profile_id, config=runtime.identity, event_limit=events
+            )
+        if view is None:
+            raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
+        return view
+
+    @router.get("/v1/identity/conflicts")
+    def get_conflicts(
+        request: Request, profile_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        if not 1 <= limit <= 1000:
+            raise Problem(400, "Invalid query", "limit must be 1..1000", "limit")
+        with db.read() as session:
+            items, cursor = list_conflicts(
+                session, workspace, profile_id=profile_id or None, after=after, limit=limit
+            )
+        return {"conflicts": items, "next_after": cursor}
+
+    @router.post("/v1/identity/links")
+    async def post_link(request: Request) -> JSONResponse:
+        workspace = admin_workspace(request, admin_tokens)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Problem(400, "Invalid JSON", "the body is not JSON", "body") from None
+        touchpoint = _link_touchpoint(body)
+        [result] = await store(workspace, [touchpoint])
+        if result.status == "rejected":
+            raise Problem(400, "Invalid link", result.reason or "invalid", result.field)
+        return JSONResponse(
+            {"message_id": touchpoint["message_id"], "status": result.status}, status_code=202
+        )
+
+    return router
+
+
+def _link_touchpoint(body: Any) -> dict[str, Any]:
+    """The ``identity.linked`` touchpoint of a link request (raises :class:`Problem`)."""
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid link", "the body must be a JSON object", "body")
+    identifiers = body.get("identifiers")
+    if not isinstance(identifiers, dict) or len(identifiers) < 2:
+        raise Problem(
+            400, "Invalid link", "identifiers: an object of at least two kind: value", "identifiers"
+        )
+    if len(identifiers) > MAX_LINK_IDENTIFIERS:
+        raise Problem(
+            400, "Invalid link", f"at most {MAX_LINK_IDENTIFIERS} identifiers", "identifiers"
+        )
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+        raise Problem(400, "Invalid link", "a string of 1 to 200 characters", "idempotency_key")
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise Problem(400, "Invalid link", "a string of up to 500 characters", "reason")
+    now = utcnow()
+    return {
+        "message_id": f"link:{key}" if key else f"link:{uuid.uuid4()}",
+        "channel": body.get("channel") or "web",
+        "type": "identity.linked",
+        "occurred_at": now,
+        "received_at": now,
+        "source": "api.link",
+        "identifiers": identifiers,
+        "properties": {"reason": reason} if reason else {},
+    }
+
+
+__all__ = ["identity_router"]
