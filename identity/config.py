@@ -14,6 +14,7 @@ The file is YAML (``ECRM_IDENTITY_CONFIG``)::
     priority: [user_id, customer_id, email, phone, loyalty_card, device_id, anonymous_id]
     limits: {customer_id: 1, loyalty_card: 1, email: 5, phone: 3}
     default_limit: 10          # kinds not listed
+    shared_after: 2            # seen on more distinct people than this: flagged as shared
     blocked:
       email: ["test@.*", "info@shop\\\\.example"]   # full-match regular expressions
       phone: ["\\\\+1?0+"]
@@ -58,6 +59,8 @@ DEFAULT_LIMITS: Mapping[str, int] = MappingProxyType(
     }
 )
 DEFAULT_LIMIT = 10
+#: an identifier seen on more distinct people than this is flagged as shared
+DEFAULT_SHARED_AFTER = 2
 #: Values no real customer has: placeholder addresses and numbers made of one digit.
 DEFAULT_BLOCKED: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -83,6 +86,7 @@ class _File(BaseModel):
     limits: dict[str, int] = Field(default_factory=dict)
     default_limit: int = Field(default=DEFAULT_LIMIT, ge=1)
     blocked: dict[str, list[str]] | None = None
+    shared_after: int = Field(default=DEFAULT_SHARED_AFTER, ge=1)
 
     @field_validator("limits")
     @classmethod
@@ -107,6 +111,7 @@ class IdentityConfig:
     priority: tuple[str, ...] = DEFAULT_PRIORITY
     limits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_LIMITS)
     default_limit: int = DEFAULT_LIMIT
+    shared_after: int = DEFAULT_SHARED_AFTER
     blocked: Mapping[str, tuple[re.Pattern[str], ...]] = field(
         default_factory=lambda: _compile(DEFAULT_BLOCKED)
     )
@@ -148,6 +153,7 @@ class IdentityConfig:
             priority=tuple(parsed.priority),
             limits=MappingProxyType({**DEFAULT_LIMITS, **parsed.limits}),
             default_limit=parsed.default_limit,
+            shared_after=parsed.shared_after,
             blocked=blocked,
         )
 

@@ -13,6 +13,11 @@ rules can be read (and tested) on their own:
 * One owner: the event joins it; identifiers nobody owns are attached to it, unless the
   profile already holds as many of that kind as allowed (then the join is refused and
   recorded as a conflict: the identifier stays free, so it founds its own profile later).
+* The event's strongest identifier is new and the owner of the others is full for its
+  kind (a second customer id beside a known phone): the event is another person, who
+  gets a profile of their own; the identifier they share with the owner is recorded, and
+  one shared by more than ``shared_after`` people is flagged and ignored from then on,
+  like a blocked value (a shop's walk-in card, a family inbox).
 * Several owners: the owner of the strongest identifier leads; each other owner, in the
   order of strength of the identifier that found it, is merged in if the union breaks no
   limit, and recorded as a refused merge otherwise. The survivor of a merge is the older
@@ -24,7 +29,7 @@ the identifiers' provenance that ``explain`` shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from identity.config import IdentityConfig
@@ -66,11 +71,14 @@ class Merge:
 class Conflict:
     """A join the limits refused."""
 
-    reason: str  # "merge_refused" or "identifier_refused"
+    #: "merge_refused", "distinct_person" or "identifier_refused"
+    reason: str
     kind: str
     event_id: int
     profile_ids: tuple[str, ...]
     detail: Mapping[str, object]
+    #: the identifier several people turned out to share (what shared detection counts)
+    shared: Key | None = None
 
 
 @dataclass
@@ -83,6 +91,8 @@ class BatchGraph:
     #: what a profile holds, per kind, loaded on first need (``load_held``)
     load_held: Callable[[Iterable[str]], Mapping[str, Held]]
     new_profile_id: Callable[[], str]
+    #: identifiers flagged as shared by several people: ignored like blocked values
+    shared: set[Key] = field(default_factory=set)
     held: dict[str, Held] = field(default_factory=dict)
     #: union-find: a merged profile points at the profile it went into
     parent: dict[str, str] = field(default_factory=dict)
@@ -105,7 +115,7 @@ class BatchGraph:
         keys = [
             (kind, value)
             for kind, value in identifiers.items()
-            if not self.config.is_blocked(kind, value)
+            if (kind, value) not in self.shared and not self.config.is_blocked(kind, value)
         ]
         keys.sort(key=lambda key: self.config.rank(key[0]))
         return keys
@@ -139,21 +149,47 @@ class BatchGraph:
                 if all(profile_id != p for p, _ in found):
                     found.append((profile_id, key))
         if not found:
-            profile_id = self.new_profile_id()
-            self.new_profiles.append(profile_id)
-            self.held[profile_id] = {}
-            for key in keys:
-                self._attach(key, profile_id, event_id, None)
-            return profile_id
+            return self._found_profile(keys, event_id)
         group, lead_key = found[0]
         if len(found) > 1 or len(found) < len(keys):
             self._ensure_held(p for p, _ in found)
+        strongest = keys[0]
+        if strongest not in self.owner and self._full(group, strongest[0]):
+            # The event's strongest identifier is new and its profile already holds all it
+            # may of that kind (a second customer id): this is someone else, who shares
+            # the weaker identifiers with the people who own them (a family phone).
+            profile_id = self._found_profile(
+                [key for key in keys if key not in self.owner], event_id
+            )
+            for other, other_key in found:
+                self.conflicts.append(
+                    Conflict(
+                        "distinct_person",
+                        strongest[0],
+                        event_id,
+                        (profile_id, other),
+                        {"identifiers": [key_text(strongest), key_text(other_key)]},
+                        shared=other_key,
+                    )
+                )
+            return profile_id
         for other, other_key in found[1:]:
             group = self._merge(group, other, event_id, lead_key, other_key)
         for key in keys:
             if key not in self.owner:
                 self._attach_within_limit(key, group, event_id, lead_key)
         return group
+
+    def _found_profile(self, keys: Sequence[Key], event_id: int) -> str:
+        profile_id = self.new_profile_id()
+        self.new_profiles.append(profile_id)
+        self.held[profile_id] = {}
+        for key in keys:
+            self._attach(key, profile_id, event_id, None)
+        return profile_id
+
+    def _full(self, profile_id: str, kind: str) -> bool:
+        return len(self.held[profile_id].get(kind, ())) >= self.config.limit(kind)
 
     def _attach(self, key: Key, profile_id: str, event_id: int, linked_by: Key | None) -> None:
         self.owner[key] = profile_id
@@ -198,6 +234,7 @@ class BatchGraph:
                         "limit": self.config.limit(kind),
                         "would_hold": count,
                     },
+                    shared=other_key,
                 )
             )
             return group

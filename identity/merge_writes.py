@@ -67,3 +67,18 @@ def record(
         session.execute(MERGES.insert(), list(merges))
     if conflicts:
         session.execute(CONFLICTS.insert(), list(conflicts))
+
+
+def flag_shared(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Mark identifiers as shared by several people (unless an operator decided already)."""
+    session.execute(
+        update(IDENTIFIERS)
+        .where(
+            IDENTIFIERS.c.workspace_id == workspace_id,
+            IDENTIFIERS.c.kind == bindparam("k"),
+            IDENTIFIERS.c.value == bindparam("v"),
+            IDENTIFIERS.c.sharing.is_(None),
+        )
+        .values(sharing="shared"),
+        [{"k": kind, "v": value} for kind, value in keys],
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Table, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Table, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
@@ -42,6 +42,13 @@ class ProfileIdentifier(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "kind", "value", name="uq_identifiers_value"),
         Index("ix_identifiers_profile", "profile_id"),
+        Index(
+            "ix_identifiers_sharing",
+            "workspace_id",
+            "sharing",
+            sqlite_where=text("sharing IS NOT NULL"),
+            postgresql_where=text("sharing IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -58,6 +65,9 @@ class ProfileIdentifier(Base):
     linked_by: Mapped[str | None] = mapped_column(String(300), nullable=True)
     #: the profile it was first attached to (``profile_id`` moves with merges; this stays)
     attached_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: ``shared`` (several people use it: resolution ignores it), ``allowed`` (an operator
+    #: said it is one person's: never flagged), or none
+    sharing: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ProfileMerge(Base):
@@ -88,16 +98,22 @@ class IdentityConflict(Base):
     """A join that resolution refused (a limit would break), kept for people to look at."""
 
     __tablename__ = "identity_conflicts"
-    __table_args__ = (Index("ix_identity_conflicts_workspace", "workspace_id", "id"),)
+    __table_args__ = (
+        Index("ix_identity_conflicts_workspace", "workspace_id", "id"),
+        Index("ix_identity_conflicts_identifier", "workspace_id", "identifier"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
     event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
-    #: ``merge_refused`` (two profiles) or ``identifier_refused`` (one more of a kind)
+    #: ``merge_refused`` (two profiles), ``distinct_person`` (a new person beside an owner)
+    #: or ``identifier_refused`` (one more of a kind than allowed)
     reason: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32))
     #: the profiles involved, the event's profile first
     profile_ids: Mapped[list[str]] = mapped_column(JsonDoc)
+    #: ``kind:value`` the people involved share (counted by shared-identifier detection)
+    identifier: Mapped[str | None] = mapped_column(String(300), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -31,7 +31,7 @@ from uuid6 import uuid7
 from identity import merge_writes, pg_writes, row_writes
 from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.graph import BatchGraph, Held, key_text
-from identity.models import CHANNEL_COUNTS, IDENTIFIERS, PROFILES
+from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, PROFILES
 from pipeline import StoredEvent, TransientError, dialect_insert, utcnow
 
 #: Which identifier decides the profile when an event carries several (the default).
@@ -39,6 +39,9 @@ PRIORITY = DEFAULT_PRIORITY
 _DEFAULT_CONFIG = IdentityConfig()
 _LOOKUP_CHUNK = 400
 _TICK = timedelta(microseconds=1)
+SHARED, ALLOWED = "shared", "allowed"
+#: conflicts that show two people sharing an identifier
+SHARING_REASONS = ("merge_refused", "distinct_person")
 
 Key = tuple[str, str]
 
@@ -100,6 +103,8 @@ class Owner(NamedTuple):
     profile_id: str
     last_seen_at: datetime
     row_id: int
+    #: ``shared``, ``allowed`` or None (see :class:`identity.models.ProfileIdentifier`)
+    sharing: str | None = None
 
 
 def owners_of(session: Session, workspace_id: str, keys: Iterable[Key]) -> dict[Key, Owner]:
@@ -117,14 +122,14 @@ def owners_of(session: Session, workspace_id: str, keys: Iterable[Key]) -> dict[
         values.sort()
         for start in range(0, len(values), _LOOKUP_CHUNK):
             rows = session.execute(
-                select(ids.value, ids.profile_id, ids.last_seen_at, ids.id).where(
+                select(ids.value, ids.profile_id, ids.last_seen_at, ids.id, ids.sharing).where(
                     ids.workspace_id == workspace_id,
                     ids.kind == kind,
                     ids.value.in_(values[start : start + _LOOKUP_CHUNK]),
                 )
             )
-            for value, profile_id, last_seen, row_id in rows:
-                owners[(kind, value)] = Owner(profile_id, last_seen, row_id)
+            for value, profile_id, last_seen, row_id, sharing in rows:
+                owners[(kind, value)] = Owner(profile_id, last_seen, row_id, sharing)
     return owners
 
 
@@ -174,6 +179,8 @@ class Plan:
     merged_away: list[dict[str, Any]] = field(default_factory=list)
     merge_audit: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    #: identifiers now seen on too many distinct people: flagged ``shared``
+    flag_shared: list[Key] = field(default_factory=list)
 
 
 def plan_events(
@@ -199,6 +206,7 @@ def plan_events(
         owner={key: found.profile_id for key, found in known.items()},
         load_held=lambda ids: identifiers_held(session, ids, versions),
         new_profile_id=new_profile_id,
+        shared={key for key, found in known.items() if found.sharing == SHARED},
     )
     graph.preload((event.id, event.identifiers) for event in events)
     assigned: list[tuple[StoredEvent, str]] = []
@@ -275,12 +283,42 @@ def plan_events(
             "reason": c.reason,
             "kind": c.kind,
             "profile_ids": [find(p) for p in c.profile_ids],
+            "identifier": key_text(c.shared) if c.shared else None,
             "detail": dict(c.detail),
             "created_at": plan.now,
         }
         for c in graph.conflicts
     ]
+    plan.flag_shared = _newly_shared(session, plan, known, graph.config)
     return plan
+
+
+def _newly_shared(
+    session: Session, plan: Plan, known: Mapping[Key, Owner], config: IdentityConfig
+) -> list[Key]:
+    """Identifiers of this batch's conflicts now seen on more people than allowed."""
+    people: dict[str, set[str]] = {}
+    for conflict in plan.conflicts:
+        if conflict["identifier"] and conflict["reason"] in SHARING_REASONS:
+            people.setdefault(conflict["identifier"], set()).update(conflict["profile_ids"])
+    flagged = []
+    for text, profiles in sorted(people.items()):
+        kind, _, value = text.partition(":")
+        owner = known.get((kind, value))
+        if owner is None or owner.sharing is not None:
+            continue  # already flagged, or an operator said it is one person's
+        earlier = session.execute(
+            select(CONFLICTS.c.profile_ids).where(
+                CONFLICTS.c.workspace_id == plan.workspace_id,
+                CONFLICTS.c.identifier == text,
+                CONFLICTS.c.reason.in_(SHARING_REASONS),
+            )
+        )
+        for (ids,) in earlier:
+            profiles.update(ids)
+        if len(profiles | {owner.profile_id}) > config.shared_after:
+            flagged.append((kind, value))
+    return flagged
 
 
 def _plan_new_profiles(
@@ -410,6 +448,8 @@ def write_plan(session: Session, plan: Plan) -> None:
         writes.add_profile_events(session, plan.profile_events)
     if plan.merge_audit or plan.conflicts:
         merge_writes.record(session, plan.merge_audit, plan.conflicts)
+    if plan.flag_shared:
+        merge_writes.flag_shared(session, plan.workspace_id, plan.flag_shared)
 
 
 def _profile_updates(

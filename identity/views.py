@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from identity.models import (
@@ -272,3 +272,57 @@ def list_conflicts(
             break
     more = len(found) == limit or len(rows) == scan
     return found, (last if more and rows else None)
+
+
+def list_shared(session: Session, workspace_id: str) -> list[dict[str, Any]]:
+    """Identifiers flagged as shared (or cleared by an operator), with who shares them."""
+    rows = session.execute(
+        select(
+            ProfileIdentifier.kind,
+            ProfileIdentifier.value,
+            ProfileIdentifier.profile_id,
+            ProfileIdentifier.sharing,
+        )
+        .where(
+            ProfileIdentifier.workspace_id == workspace_id,
+            ProfileIdentifier.sharing.is_not(None),
+        )
+        .order_by(ProfileIdentifier.kind, ProfileIdentifier.value)
+    ).all()
+    found = []
+    for kind, value, profile_id, sharing in rows:
+        people = {profile_id}
+        for (ids,) in session.execute(
+            select(IdentityConflict.profile_ids).where(
+                IdentityConflict.workspace_id == workspace_id,
+                IdentityConflict.identifier == f"{kind}:{value}",
+            )
+        ):
+            people.update(ids)
+        found.append(
+            {
+                "identifier": f"{kind}:{value}",
+                "status": sharing,
+                "owner": profile_id,
+                "people": len(people),
+                "profile_ids": sorted(people),
+            }
+        )
+    return found
+
+
+def set_sharing(
+    session: Session, workspace_id: str, kind: str, value: str, *, shared: bool
+) -> bool:
+    """An operator's decision: ``shared`` (ignore it) or ``allowed`` (one person's, never
+    flagged). False when no profile holds that identifier."""
+    result = session.execute(
+        update(ProfileIdentifier)
+        .where(
+            ProfileIdentifier.workspace_id == workspace_id,
+            ProfileIdentifier.kind == kind,
+            ProfileIdentifier.value == value,
+        )
+        .values(sharing="shared" if shared else "allowed")
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -17,8 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from identity.explain import explain
-from identity.views import list_conflicts
+from identity.views import list_conflicts, list_shared, set_sharing
 from pipeline import IngestResult, utcnow
+from pipeline.identifiers import normalize_identifier
 from workers.auth import admin_workspace
 from workers.problems import Problem
 from workers.runtime import Runtime
@@ -28,7 +29,7 @@ MAX_LINK_IDENTIFIERS = 20
 
 
 def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: Store) -> APIRouter:
-    """Explain, conflicts and links (admin bearer token); ``store`` appends events."""
+    """Explain, conflicts, shared identifiers and links (admin token); ``store`` appends."""
     router = APIRouter()
     db = runtime.db
 
@@ -58,6 +59,31 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
             )
         return {"conflicts": items, "next_after": cursor}
 
+    @router.get("/v1/identity/shared")
+    def get_shared(request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with db.read() as session:
+            return {"shared": list_shared(session, workspace)}
+
+    @router.put("/v1/identity/shared/{identifier:path}")
+    async def put_shared(identifier: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Problem(400, "Invalid JSON", "the body is not JSON", "body") from None
+        if not isinstance(body, dict) or not isinstance(body.get("shared"), bool):
+            raise Problem(400, "Invalid body", 'send {"shared": true|false}', "shared")
+        kind, value = _identifier(identifier, runtime.settings.default_region)
+        with db.write() as session:
+            found = set_sharing(session, workspace, kind, value, shared=body["shared"])
+        if not found:
+            raise Problem(404, "Not Found", f"no profile holds {kind}:{value}", "identifier")
+        return {
+            "identifier": f"{kind}:{value}",
+            "status": "shared" if body["shared"] else "allowed",
+        }
+
     @router.post("/v1/identity/links")
     async def post_link(request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
@@ -74,6 +100,17 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
         )
 
     return router
+
+
+def _identifier(text: str, default_region: str) -> tuple[str, str]:
+    """``KIND:VALUE`` from a path, normalized as ingest does (raises :class:`Problem`)."""
+    kind, sep, value = text.partition(":")
+    if not sep or not kind or not value:
+        raise Problem(400, "Invalid identifier", "use KIND:VALUE", "identifier")
+    try:
+        return kind, normalize_identifier(kind, value, default_region)
+    except ValueError as exc:
+        raise Problem(400, "Invalid identifier", str(exc), "identifier") from None
 
 
 def _link_touchpoint(body: Any) -> dict[str, Any]:

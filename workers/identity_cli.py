@@ -17,7 +17,7 @@ _workspace = click.option("--workspace", default="default", show_default=True)
 
 @click.group()
 def identity() -> None:
-    """Identity resolution: explain a profile, list refused joins."""
+    """Identity resolution: explain a profile, refused joins, shared identifiers."""
 
 
 @identity.command("explain")
@@ -61,3 +61,40 @@ def conflicts_command(profile_id: str | None, limit: int, workspace: str) -> Non
         profiles = " ".join(item["current_profile_ids"])
         what = item["detail"].get("identifier") or " + ".join(item["detail"].get("identifiers", []))
         click.echo(f"{item['id']}  {item['reason']:<18} {item['kind']:<12} {what}  [{profiles}]")
+
+
+@identity.command("shared")
+@click.option("--flag", "flag", metavar="KIND:VALUE", help="Mark as shared: resolution ignores it.")
+@click.option("--allow", "allow", metavar="KIND:VALUE", help="One person's: never flagged again.")
+@_workspace
+@one_line_errors
+def shared_command(flag: str | None, allow: str | None, workspace: str) -> None:
+    """List identifiers flagged as shared by several people, or decide about one."""
+    from identity.views import list_shared, set_sharing
+    from pipeline import HubError
+    from pipeline.identifiers import normalize_identifier
+
+    runtime = load_runtime(migrate=False)
+    if flag and allow:
+        raise HubError("give --flag or --allow, not both")
+    decided = flag or allow
+    if decided:
+        kind, sep, value = decided.partition(":")
+        if not sep or not kind or not value:
+            raise HubError(f"{decided!r}: use KIND:VALUE")
+        try:
+            value = normalize_identifier(kind, value, runtime.settings.default_region)
+        except ValueError as exc:
+            raise HubError(f"{decided!r}: {exc}") from None
+        with runtime.db.write() as session:
+            if not set_sharing(session, workspace, kind, value, shared=bool(flag)):
+                raise HubError(f"no profile holds {kind}:{value}")
+        click.echo(f"{kind}:{value}  {'shared' if flag else 'allowed'}")
+        return
+    with runtime.db.read() as session:
+        items = list_shared(session, workspace)
+    if not items:
+        click.echo("no shared identifiers")
+    for item in items:
+        people = f"{item['people']} people"
+        click.echo(f"{item['identifier']}  {item['status']:<8} {people}  owner {item['owner']}")

@@ -32,6 +32,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("source_event_id", _ID, nullable=True))
         batch_op.add_column(sa.Column("linked_by", sa.String(length=300), nullable=True))
         batch_op.add_column(sa.Column("attached_to", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("sharing", sa.String(length=16), nullable=True))
+    op.create_index(
+        "ix_identifiers_sharing",
+        "profile_identifiers",
+        ["workspace_id", "sharing"],
+        sqlite_where=sa.text("sharing IS NOT NULL"),
+        postgresql_where=sa.text("sharing IS NOT NULL"),
+    )
     op.create_table(
         "profile_merges",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -55,6 +63,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("profile_ids", _JSON, nullable=False),
+        sa.Column("identifier", sa.String(length=300), nullable=True),
         sa.Column("detail", _JSON, nullable=False),
         sa.Column("created_at", pipeline.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"]),
@@ -64,12 +73,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_identity_conflicts_identifier", table_name="identity_conflicts")
     op.drop_index("ix_identity_conflicts_workspace", table_name="identity_conflicts")
     op.drop_table("identity_conflicts")
     op.drop_index("ix_profile_merges_merged", table_name="profile_merges")
     op.drop_index("ix_profile_merges_survivor", table_name="profile_merges")
     op.drop_table("profile_merges")
+    op.drop_index("ix_identifiers_sharing", table_name="profile_identifiers")
     with op.batch_alter_table("profile_identifiers", schema=None) as batch_op:
+        batch_op.drop_column("sharing")
         batch_op.drop_column("attached_to")
         batch_op.drop_column("linked_by")
         batch_op.drop_column("source_event_id")

@@ -34,7 +34,7 @@ def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_
             "messageId": f"t-{t}",
             "event": "Signed In",
         },
-        # a second user id with the same email: refused by the limit, recorded
+        # a second user id with the same email: another person (a shared inbox), recorded
         {
             "type": "identify",
             "userId": other,
@@ -64,8 +64,10 @@ def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_
 
     conflicts = admin.get("/v1/identity/conflicts", params={"profile_id": profile}).json()
     [refused] = [c for c in conflicts["conflicts"] if c["event"] == f"o-{t}"]
-    assert (refused["reason"], refused["kind"]) == ("identifier_refused", "user_id")
-    assert refused["detail"]["identifier"] == f"user_id:{other}"
+    assert (refused["reason"], refused["kind"]) == ("distinct_person", "user_id")
+    assert refused["detail"]["identifiers"] == [f"user_id:{other}", f"email:a-{t}@x.io"]
+    assert refused["current_profile_ids"][1] == profile
+    assert views[f"o-{t}"]["profile_id"] == refused["current_profile_ids"][0] != profile
     assert admin.get("/v1/profiles?identifier=email:desk@shop.example").status_code == 404
 
     # an operator links the second user id's own profile to a loyalty card
@@ -94,6 +96,50 @@ def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0] == profile and f"anonymous_id:{anon}" in shown.stdout
     listed = hub.cli("identity", "conflicts", "--profile", profile)
-    assert listed.returncode == 0 and f"user_id:{other}" in listed.stdout
+    assert listed.returncode == 0 and f"user_id:{other} + email:a-{t}@x.io" in listed.stdout
     missing = hub.cli("identity", "explain", "prof_nobody")
     assert missing.returncode == 2 and "no profile 'prof_nobody'" in missing.stderr
+
+
+def test_shared_identifiers_are_listed_and_operators_decide(
+    hub_factory: Callable[..., Hub],
+) -> None:
+    hub = hub_factory("sqlite")
+    hub.launch(("run",))
+    client, admin = hub.client(), hub.admin()
+    t = uuid.uuid4().hex[:8]
+    family = f"family-{t}@x.io"
+    batch = [
+        {
+            "type": "identify",
+            "userId": f"{who}-{t}",
+            "messageId": f"{who}-{t}",
+            "traits": {"email": family},
+        }
+        for who in ("ann", "bob", "cat")
+    ]
+    for message in batch:  # one request each: three people in turn
+        answer = client.post(
+            "/v1/batch", json={"batch": [message]}, headers={"Authorization": basic_auth()}
+        )
+        assert answer.status_code == 200
+        wait_processed(admin, [message["messageId"]], hub)
+    [shared] = admin.get("/v1/identity/shared").json()["shared"]
+    assert (shared["identifier"], shared["status"], shared["people"]) == (
+        f"email:{family}",
+        "shared",
+        3,
+    )
+
+    allowed = admin.put(f"/v1/identity/shared/email:{family.upper()}", json={"shared": False})
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json() == {"identifier": f"email:{family}", "status": "allowed"}
+    listed = hub.cli("identity", "shared")
+    assert listed.returncode == 0 and f"email:{family}  allowed" in listed.stdout
+    flagged = hub.cli("identity", "shared", "--flag", f"email:{family}")
+    assert flagged.returncode == 0 and "shared" in flagged.stdout
+    assert (
+        admin.put("/v1/identity/shared/email:nobody@x.io", json={"shared": True}).status_code == 404
+    )
+    bad = admin.put(f"/v1/identity/shared/email:{family}", json={"shared": "yes"})
+    assert bad.status_code == 400 and bad.json()["field"] == "shared"

@@ -59,6 +59,17 @@ def profile_of(db: Database, item: dict[str, Any]) -> str | None:
     return str(found) if found else None
 
 
+def conflicts_about(db: Database, identifier: str) -> list[IdentityConflict]:
+    with db.read() as session:
+        return list(
+            session.scalars(
+                select(IdentityConflict)
+                .where(IdentityConflict.identifier == identifier)
+                .order_by(IdentityConflict.id)
+            )
+        )
+
+
 def owner(db: Database, kind: str, value: str) -> str | None:
     with db.read() as session:
         return find_profile_id(session, WS, kind, value, "US")
@@ -134,24 +145,65 @@ def test_a_merge_that_would_break_a_limit_is_refused_and_recorded(any_db: Databa
     assert owner(any_db, "phone", phone) == ann_id  # the phone stays where it was
 
 
+def test_a_second_person_behind_a_known_email_gets_a_profile_of_their_own(
+    any_db: Database,
+) -> None:
+    t = tag()
+    first = ev(0, user_id=f"u1-{t}", email=f"family-{t}@example.com")
+    second = ev(1, user_id=f"u2-{t}", email=f"family-{t}@example.com")
+    run(any_db, [first], [second])
+    mine, theirs = profile_of(any_db, first), profile_of(any_db, second)
+    assert mine and theirs and mine != theirs
+    assert owner(any_db, "user_id", f"u2-{t}") == theirs
+    assert owner(any_db, "email", f"family-{t}@example.com") == mine  # stays with its owner
+    [conflict] = conflicts_about(any_db, f"email:family-{t}@example.com")
+    assert (conflict.reason, conflict.kind, conflict.profile_ids) == (
+        "distinct_person",
+        "user_id",
+        [theirs, mine],
+    )
+
+
 def test_one_identifier_too_many_is_refused_and_stays_free(any_db: Database) -> None:
     t = tag()
-    first = ev(0, user_id=f"u1-{t}", email=f"shared-{t}@example.com")
-    second = ev(1, user_id=f"u2-{t}", email=f"shared-{t}@example.com")
+    first = ev(0, "pos", user_id=f"u-{t}", loyalty_card=f"LC1-{t}")
+    second = ev(1, "pos", user_id=f"u-{t}", loyalty_card=f"LC2-{t}")
     run(any_db, [first], [second])
     profile = profile_of(any_db, first)
-    assert profile_of(any_db, second) == profile
-    assert owner(any_db, "user_id", f"u2-{t}") is None  # a second user id is refused
-    later = ev(2, user_id=f"u2-{t}")
+    assert profile_of(any_db, second) == profile  # the user id decides
+    assert owner(any_db, "loyalty_card", f"LC2-{t}") is None  # a second card is refused
+    later = ev(2, "pos", loyalty_card=f"LC2-{t}")
     run(any_db, [later])
     assert profile_of(any_db, later) not in (None, profile)  # it founds its own profile
     with any_db.read() as session:
         refused = [
             c
             for c in session.scalars(select(IdentityConflict)).all()
-            if c.detail.get("identifier") == f"user_id:u2-{t}"
+            if c.detail.get("identifier") == f"loyalty_card:LC2-{t}"
         ]
-    assert [(c.reason, c.kind) for c in refused] == [("identifier_refused", "user_id")]
+    assert [(c.reason, c.kind) for c in refused] == [("identifier_refused", "loyalty_card")]
+
+
+def test_an_identifier_shared_by_several_people_is_flagged_and_stops_joining(
+    any_db: Database,
+) -> None:
+    t = tag()
+    card = f"WALKIN-{t}"  # the shop's walk-in card, swiped for whoever has none
+    people = [ev(i, "pos", customer_id=f"C{i}-{t}", loyalty_card=card) for i in range(3)]
+    run(any_db, *[[p] for p in people])
+    profiles = [profile_of(any_db, p) for p in people]
+    assert len(set(profiles)) == 3  # three customers, never glued together
+    with any_db.read() as session:
+        [sharing] = session.scalars(
+            select(ProfileIdentifier.sharing).where(ProfileIdentifier.value == card)
+        ).all()
+    assert sharing == "shared"  # seen on three people: more than shared_after (2)
+    walk_in = ev(5, "pos", loyalty_card=card)
+    fourth = ev(6, "pos", customer_id=f"C4-{t}", loyalty_card=card)
+    run(any_db, [walk_in], [fourth])
+    assert profile_of(any_db, walk_in) is None  # a shared card alone identifies nobody
+    assert profile_of(any_db, fourth) not in profiles
+    assert len(conflicts_about(any_db, f"loyalty_card:{card}")) == 2  # none after the flag
 
 
 def test_blocked_values_never_join_anyone(any_db: Database) -> None:
