@@ -70,6 +70,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_identity_conflicts_workspace", "identity_conflicts", ["workspace_id", "id"])
+    op.create_index(
+        "ix_identity_conflicts_identifier", "identity_conflicts", ["workspace_id", "identifier"]
+    )
 
 
 def downgrade() -> None:

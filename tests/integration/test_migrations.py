@@ -79,3 +79,33 @@ def test_0002_derives_event_state_from_batches_and_failures(
         upgrade(db)  # and forward again
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url"])
+def test_migrations_build_exactly_the_schema_the_models_declare(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """A table, column or index added to a model without a migration (or the reverse)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import connectors.email.models  # noqa: F401  (every package's tables)
+    import identity.models  # noqa: F401
+    import personalization.actions  # noqa: F401
+    import personalization.consent  # noqa: F401
+    from pipeline.db import Base
+
+    db = Database.connect(request.getfixturevalue(url_fixture))
+    try:
+        upgrade(db)
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": False})
+            diff = [
+                change
+                for change in compare_metadata(context, Base.metadata)
+                if not (isinstance(change, tuple) and change[0] == "remove_table")
+                or change[1].name != "alembic_version"
+            ]
+        assert diff == []
+    finally:
+        db.dispose()
