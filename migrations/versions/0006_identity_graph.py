@@ -7,7 +7,8 @@ Create Date: 2026-12-01
 ``profile_merges`` audits every merge (which profile went into which, the event and the
 identifier that caused it); ``identity_conflicts`` keeps joins refused by the limits;
 ``profile_identifiers`` gains the event that attached each identifier, the identifier
-that linked it and the profile it first joined, for ``explain``. Identifiers of existing profiles have no provenance.
+that linked it, the profile it first joined (for ``explain``) and whether several people
+share it. Identifiers of existing profiles have no provenance.
 """
 
 from collections.abc import Sequence
