@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, update
 from sqlalchemy.orm import Session
 
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MERGES, PROFILE_EVENTS, PROFILES
-from pipeline import TransientError
+from pipeline import ConflictError
 
 
 def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -36,7 +36,7 @@ def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str,
         list(rows),
     )
     if int(marked.rowcount) != len(rows):  # type: ignore[attr-defined]
-        raise TransientError("a merged profile changed while its batch was planned; retrying")
+        raise ConflictError("a merged profile changed while its batch was planned; retrying")
     for row in rows:
         loser, survivor = row["pid"], row["into"]
         session.execute(

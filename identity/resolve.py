@@ -13,7 +13,7 @@ Merges are rare, so their writes (:mod:`identity.merge_writes`) are plain statem
 Why every write is guarded: the plan is computed from reads (on SQLite outside the write
 lock). Each profile it changes must still carry the ``updated_at`` that was read (on
 PostgreSQL they are locked ``FOR UPDATE`` and must not have been merged meanwhile); any
-difference raises :class:`TransientError` and the batch is planned again.
+difference raises :class:`ConflictError` and the batch is planned again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from identity import merge_writes, pg_writes, row_writes
 from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.graph import BatchGraph, Held, key_text
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, PROFILES
-from pipeline import StoredEvent, TransientError, dialect_insert, utcnow
+from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
 
 #: Which identifier decides the profile when an event carries several (the default).
 PRIORITY = DEFAULT_PRIORITY
@@ -200,11 +200,15 @@ def plan_events(
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
     known = owners_of(session, workspace_id, keys)
+    locking = lock and session.get_bind().dialect.name == "postgresql"
+    if locking:  # what the owners hold cannot change under us from here on
+        _lock_profiles(session, workspace_id, {found.profile_id for found in known.values()})
     versions: dict[str, datetime] = {}
+    unlocked_versions = {} if locking else versions  # checked at write time instead
     graph = BatchGraph(
         config or _DEFAULT_CONFIG,
         owner={key: found.profile_id for key, found in known.items()},
-        load_held=lambda ids: identifiers_held(session, ids, versions),
+        load_held=lambda ids: identifiers_held(session, ids, unlocked_versions),
         new_profile_id=new_profile_id,
         shared={key for key, found in known.items() if found.sharing == SHARED},
     )
@@ -291,6 +295,24 @@ def plan_events(
     ]
     plan.flag_shared = _newly_shared(session, plan, known, graph.config)
     return plan
+
+
+def _lock_profiles(session: Session, workspace_id: str, profile_ids: set[str]) -> None:
+    """Lock the owners' rows (in id order: two workers never deadlock on them).
+
+    Identifiers only move with a merge, which marks the profile they leave: an owner found
+    merged once locked was read just before that merge, and the batch is planned again.
+    """
+    if not profile_ids:
+        return
+    rows = session.execute(
+        select(PROFILES.c.id, PROFILES.c.merged_into)
+        .where(PROFILES.c.workspace_id == workspace_id, PROFILES.c.id.in_(sorted(profile_ids)))
+        .order_by(PROFILES.c.id)
+        .with_for_update()
+    ).all()
+    if len(rows) != len(profile_ids) or any(merged for _, merged in rows):
+        raise ConflictError("an owner was merged while its batch was read; retrying")
 
 
 def _newly_shared(
@@ -416,7 +438,7 @@ def apply_events(
 
 
 def write_plan(session: Session, plan: Plan) -> None:
-    """Apply a plan; raises :class:`TransientError` if what it was computed from changed.
+    """Apply a plan; raises :class:`ConflictError` if what it was computed from changed.
 
     New identifiers must still be unclaimed and every updated profile must still carry
     the ``updated_at`` that was read: otherwise nothing is written (the caller rolls back)
@@ -434,12 +456,12 @@ def write_plan(session: Session, plan: Plan) -> None:
         )
         rows = plan.new_identifiers
         if len(session.execute(stmt, rows).all()) != len(rows):
-            raise TransientError("identifier claimed by a concurrent batch; retrying")
+            raise ConflictError("identifier claimed by a concurrent batch; retrying")
     writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
     for traits in (True, False):
         rows = [row for row in plan.profile_updates if ("traits" in row) == traits]
         if rows and writes.update_profiles(session, rows, traits=traits) != len(rows):
-            raise TransientError("a profile changed while its batch was planned; retrying")
+            raise ConflictError("a profile changed while its batch was planned; retrying")
     if plan.identifier_touches:
         writes.touch_identifiers(session, plan.identifier_touches)
     if plan.channel_counts:
@@ -505,9 +527,9 @@ def _profile_updates(
         for found in session.execute(query):
             read[found[0]] = tuple(found)
     if len(read) != len(ids) or any(row[4] is not None for row in read.values()):
-        raise TransientError("a profile was merged while its batch was planned; retrying")
+        raise ConflictError("a profile was merged while its batch was planned; retrying")
     if any(read[pid][3] != at for pid, at in versions.items() if pid in read):
-        raise TransientError("a profile changed while its limits were checked; retrying")
+        raise ConflictError("a profile changed while its limits were checked; retrying")
 
     stamp = max([now, *(row[3] + timedelta(microseconds=1) for row in read.values())])
     merged_away = [

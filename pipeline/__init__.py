@@ -6,6 +6,7 @@ It knows nothing of identity or personalization (they depend on it, not the reve
 from pipeline.db import Base, Database, dialect_insert
 from pipeline.envelope import Channel, Touchpoint, utcnow
 from pipeline.errors import (
+    ConflictError,
     HubError,
     PermanentError,
     SettingsError,
@@ -21,6 +22,7 @@ __all__ = [
     "Base",
     "BatchWork",
     "Channel",
+    "ConflictError",
     "Database",
     "HubError",
     "IngestResult",

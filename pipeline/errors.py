@@ -6,6 +6,7 @@
     ├── SettingsError             a missing or malformed ECRM_* value (one line, exit 2)
     ├── ValidationError           bad input; carries the offending field
     ├── TransientError            worth retrying with backoff (database busy, broker down)
+    │   └── ConflictError         a concurrent writer changed what a plan was built on
     └── PermanentError            retrying will not help; the work is quarantined, visible
 
 HTTP maps ``ValidationError`` to ``application/problem+json`` naming the field; the CLI
@@ -34,6 +35,15 @@ class ValidationError(HubError):
 
 class TransientError(HubError):
     """A failure that may succeed when retried later (with backoff)."""
+
+
+class ConflictError(TransientError):
+    """Another worker changed what this work was planned from: plan again at once.
+
+    Unlike other transient errors this one clears in milliseconds (the other transaction
+    has committed), so it is retried in process, with a short jittered pause, before the
+    work goes back to the broker.
+    """
 
 
 class PermanentError(HubError):

@@ -8,6 +8,8 @@ error and its neighbours go on.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -16,12 +18,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 import identity
 from identity.config import IdentityConfig
 from personalization import consent
-from pipeline import Database, TransientError
+from pipeline import ConflictError, Database, TransientError
 from pipeline.outbox import Publish, RelayStats, relay
 from pipeline.processing import complete_batches, load_batches, record_batch_error
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+#: in-process attempts after a conflict with a concurrent worker, and the first pause
+CONFLICT_RETRIES = 8
+CONFLICT_PAUSE_SECONDS = 0.01
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -31,14 +37,42 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """Another transaction changed what this one read: worth planning again at once."""
+    if isinstance(exc, ConflictError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40001", "40P01")  # serialization failure, deadlock detected
+
+
 def process_batches(
     db: Database, batch_ids: Sequence[int], config: IdentityConfig | None = None
 ) -> int:
-    """Process batches exactly once in their effects; returns how many events it processed."""
+    """Process batches exactly once in their effects; returns how many events it processed.
+
+    A conflict with a concurrent worker (both merging the same profiles, say) is retried
+    here a few times after a short random pause: the other transaction has committed by
+    then, and a trip through the broker's retry backoff would cost seconds.
+    """
     if db.dialect == "sqlite":
         done = _process_optimistically(db, batch_ids, config)
         if done is not None:
             return done
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return _process_locked(db, batch_ids, config)
+        except TransientError as exc:
+            cause = exc.__cause__ or exc
+            if is_conflict(cause) and attempt < CONFLICT_RETRIES - 1:
+                log.debug("batch_conflict", batch_ids=list(batch_ids), error=str(exc))
+                time.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * 2**attempt))
+                continue
+            _record_error(db, batch_ids, cause)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _process_locked(db: Database, batch_ids: Sequence[int], config: IdentityConfig | None) -> int:
     try:
         with db.write() as session:
             works = load_batches(session, batch_ids, lock=True)
@@ -47,8 +81,7 @@ def process_batches(
                 consent.apply_events(session, work.workspace_id, work.events)
             complete_batches(session, works)
     except Exception as exc:
-        if is_transient(exc):
-            _record_error(db, batch_ids, exc)
+        if is_transient(exc):  # recorded on the batch by the caller, unless retried at once
             raise TransientError(str(exc)) from exc
         log.error("batch_failed_isolating", batch_ids=list(batch_ids), error=repr(exc))
         return _isolating(db, batch_ids, config)
