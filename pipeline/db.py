@@ -29,6 +29,31 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 
 
+def sqlite_time(value: datetime) -> str:
+    """An aware time as SQLite stores it: UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``.
+
+    Exactly what SQLAlchemy's own formatter writes, so it sorts and compares as time; also
+    used by ingest, which binds event rows without SQLAlchemy's per-value processors.
+    """
+    if value.tzinfo is not UTC:  # the hub's own times are already UTC: no call
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+    # what value.isoformat(" ", "microseconds")[:26] gives, in half its time (measured)
+    return _TIME_TEXT % (
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
+
+
+_TIME_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps stored as UTC and always returned aware (SQLite drops the zone)."""
 
@@ -57,14 +82,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is not UTC:  # the hub's own times are already UTC: no call
-                if value.tzinfo is None:
-                    raise ValueError("naive datetime given to the database")
-                value = value.astimezone(UTC)
-            # "YYYY-MM-DD HH:MM:SS.ffffff" then "+00:00", cut: cheaper than replace(tzinfo)
-            return value.isoformat(" ", "microseconds")[:26]
+            return None if value is None else sqlite_time(value)
 
         return process
 
@@ -83,7 +101,8 @@ class Base(DeclarativeBase):
     """Declarative base shared by every package's tables (one metadata, one migration)."""
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A JSON column's value as the text both engines are given (one ``orjson`` call)."""
     return orjson.dumps(value).decode()
 
 
@@ -97,7 +116,7 @@ def create_db_engine(database_url: str, *, sqlite_synchronous: str = "NORMAL") -
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"timeout": 60, "isolation_level": None, "check_same_thread": False},
         )
@@ -105,7 +124,7 @@ def create_db_engine(database_url: str, *, sqlite_synchronous: str = "NORMAL") -
         return engine
     return create_engine(
         url,
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         pool_pre_ping=True,
         pool_size=5,

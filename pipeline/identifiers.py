@@ -52,11 +52,23 @@ def normalize_phone(value: str, default_region: str) -> str:
 
 def normalize_identifier(kind: str, value: object, default_region: str) -> str:
     """Normalize one identifier; raise ``ValueError`` saying why it is unusable."""
+    if type(value) is not str:
+        if not CUSTOM_KIND_RE.match(kind):
+            raise _bad_kind(kind)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError(f"identifier value must be a string, got {type(value).__name__}")
+        value = str(value)
+    return _normalize_text(kind, value, default_region)
+
+
+# Why cached: the same customers' ids arrive again and again (every event of a session
+# carries the user's id), and checking and normalizing one costs microseconds. Only text
+# is cached (not ints, which would share entries with bools); errors are not cached.
+@lru_cache(maxsize=65536)
+def _normalize_text(kind: str, value: str, default_region: str) -> str:
     if not CUSTOM_KIND_RE.match(kind):
-        raise ValueError(f"identifier kind must match {CUSTOM_KIND_RE.pattern}, got {kind!r}")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"identifier value must be a string, got {type(value).__name__}")
-    text = str(value).strip()
+        raise _bad_kind(kind)
+    text = value.strip()
     if not text:
         raise ValueError("identifier value is empty")
     if len(text) > MAX_VALUE_LENGTH:
@@ -66,6 +78,10 @@ def normalize_identifier(kind: str, value: object, default_region: str) -> str:
     if kind == "phone":
         return normalize_phone(text, default_region)
     return text
+
+
+def _bad_kind(kind: str) -> ValueError:
+    return ValueError(f"identifier kind must match {CUSTOM_KIND_RE.pattern}, got {kind!r}")
 
 
 def normalize_identifiers(

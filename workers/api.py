@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import zlib
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -149,16 +148,21 @@ def create_app(runtime: Runtime) -> FastAPI:
         workspace: str, touchpoints: Sequence[dict[str, Any]], results: Sequence[IngestResult]
     ) -> None:
         """After a request's events committed: count them and wake the relay."""
-        outcomes = Counter(r.status for r in results)
-        accepted = Counter(
-            str(touchpoint.get("channel", "?"))
-            for result, touchpoint in zip(results, touchpoints, strict=True)
-            if result.status == "accepted"
-        )
+        accepted: dict[str, int] = {}
+        duplicates = rejected = 0
+        for result, touchpoint in zip(results, touchpoints, strict=True):
+            status = result.status
+            if status == "accepted":
+                channel = str(touchpoint.get("channel", "?"))
+                accepted[channel] = accepted.get(channel, 0) + 1
+            elif status == "duplicate":
+                duplicates += 1
+            elif status == "rejected":
+                rejected += 1
         for channel, count in accepted.items():
             metrics.accepted.labels(channel).inc(count)
-        metrics.duplicates.inc(outcomes["duplicate"])
-        metrics.rejected.inc(outcomes["rejected"])
+        metrics.duplicates.inc(duplicates)
+        metrics.rejected.inc(rejected)
         if accepted:
             relay.notify(sum(accepted.values()))
 
@@ -203,24 +207,20 @@ def create_app(runtime: Runtime) -> FastAPI:
         touchpoints: list[dict[str, Any]] = []
         positions: list[int] = []
         rejected: list[dict[str, Any]] = []
+        max_bytes, region, dumps = settings.max_event_bytes, settings.default_region, orjson.dumps
         for index, message in enumerate(messages):
-            size = len(orjson.dumps(message))
-            if size > settings.max_event_bytes:
-                reason = f"message is {size} bytes; the limit is {settings.max_event_bytes}"
+            size = len(dumps(message))
+            if size > max_bytes:
+                reason = f"message is {size} bytes; the limit is {max_bytes}"
                 rejected.append({"index": index, "field": "message", "reason": reason})
                 continue
-            own_context = message.get("context") if isinstance(message, dict) else None
-            if (
-                shared_context
-                and isinstance(message, dict)
-                and isinstance(own_context, dict | None)
-            ):
-                message = {**message, "context": {**shared_context, **(own_context or {})}}
+            if shared_context and isinstance(message, dict):
+                own_context = message.get("context")
+                if own_context is None or isinstance(own_context, dict):
+                    message = {**message, "context": {**shared_context, **(own_context or {})}}
             try:
                 touchpoints.append(
-                    to_touchpoint(
-                        message, received_at=received, default_region=settings.default_region
-                    )
+                    to_touchpoint(message, received_at=received, default_region=region)
                 )
                 positions.append(index)
             except SegmentMessageError as exc:

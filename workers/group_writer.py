@@ -126,6 +126,8 @@ class GroupWriter:
 
 def _renumber(results: Sequence[IngestResult], offset: int) -> list[IngestResult]:
     """Results of one request's slice, indexed from 0 again."""
+    if not offset:
+        return list(results)
     return [
         IngestResult(r.index - offset, r.message_id, r.status, r.field, r.reason) for r in results
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from pipeline.identifiers import lenient_identifiers
@@ -24,6 +25,8 @@ _FIXED_TYPES = {
     "alias": "identity.aliased",
 }
 _WORD = re.compile(r"[a-z0-9]+")
+#: message fields kept in ``context.segment``, in this order
+_SEGMENT_FIELDS = ("event", "name", "category", "groupId", "previousId", "integrations")
 
 
 class SegmentMessageError(ValueError):
@@ -35,6 +38,7 @@ class SegmentMessageError(ValueError):
         self.reason = reason
 
 
+@lru_cache(maxsize=4096)  # a shop has a few dozen event names, sent over and over
 def event_type(name: str) -> str:
     """``"Order Completed"`` -> ``order.completed``; one word -> ``custom.<word>``."""
     words = _WORD.findall(name.casefold())
@@ -54,13 +58,28 @@ def _time(message: dict[str, Any], field: str) -> datetime | None:
         return None
     if not isinstance(raw, str):
         raise SegmentMessageError(field, "must be an ISO-8601 string")
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise SegmentMessageError(field, f"not an ISO-8601 timestamp: {raw!r}") from None
+    z = raw.find("Z")
+    if z == -1 or z == len(raw) - 1:
+        # Python reads a final "Z" itself, to the same aware time as "+00:00"; what it
+        # refuses takes the general way below (so do errors, e.g. "2026-01-01Z").
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            value = _replaced_z(raw, field)
+    else:
+        value = _replaced_z(raw, field)
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
         raise SegmentMessageError(field, "needs a time zone offset (or Z)")
     return value.astimezone(UTC)
+
+
+def _replaced_z(raw: str, field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise SegmentMessageError(field, f"not an ISO-8601 timestamp: {raw!r}") from None
 
 
 def occurred_at(message: dict[str, Any], received_at: datetime) -> datetime:
@@ -86,7 +105,9 @@ def _dict(message: dict[str, Any], field: str) -> dict[str, Any]:
 
 def _id(message: dict[str, Any], field: str) -> str | None:
     value = message.get(field)
-    if value is None or value == "":
+    if type(value) is str:  # the common case first
+        return value or None
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise SegmentMessageError(field, "must be a string")
@@ -128,11 +149,9 @@ def to_touchpoint(
         # event, which links them. A previousId that was an earlier userId stays in
         # context.segment for identity's explicit-link rules.
         identifiers.setdefault("anonymous_id", previous_id)
-    identifiers.update(
-        lenient_identifiers(
-            {"email": traits.get("email"), "phone": traits.get("phone")}, default_region
-        )
-    )
+    email, phone = traits.get("email"), traits.get("phone")
+    if email is not None or phone is not None:
+        identifiers.update(lenient_identifiers({"email": email, "phone": phone}, default_region))
     if kind == "track":
         name = message.get("event")
         if not isinstance(name, str) or not name.strip():
@@ -141,11 +160,10 @@ def to_touchpoint(
     else:
         type_ = _FIXED_TYPES[kind]
     segment = {"type": kind}
-    for field in ("event", "name", "category", "groupId", "previousId"):
-        if message.get(field) is not None:
-            segment[field] = message[field]
-    if message.get("integrations") is not None:
-        segment["integrations"] = message["integrations"]
+    for field in _SEGMENT_FIELDS:
+        value = message.get(field)
+        if value is not None:
+            segment[field] = value
     return {
         "message_id": _id(message, "messageId") or f"gen-{uuid.uuid4()}",
         "channel": "web",
