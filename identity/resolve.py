@@ -33,6 +33,7 @@ from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.graph import BatchGraph, Held, key_text
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, PROFILES
 from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
+from pipeline.db import in_list
 
 #: Which identifier decides the profile when an event carries several (the default).
 PRIORITY = DEFAULT_PRIORITY
@@ -125,7 +126,7 @@ def owners_of(session: Session, workspace_id: str, keys: Iterable[Key]) -> dict[
                 select(ids.value, ids.profile_id, ids.last_seen_at, ids.id, ids.sharing).where(
                     ids.workspace_id == workspace_id,
                     ids.kind == kind,
-                    ids.value.in_(values[start : start + _LOOKUP_CHUNK]),
+                    in_list(session, ids.value, values[start : start + _LOOKUP_CHUNK]),
                 )
             )
             for value, profile_id, last_seen, row_id, sharing in rows:
@@ -147,10 +148,14 @@ def identifiers_held(
     ids = IDENTIFIERS.c
     for start in range(0, len(chosen), _LOOKUP_CHUNK):
         part = chosen[start : start + _LOOKUP_CHUNK]
-        stamps = select(PROFILES.c.id, PROFILES.c.updated_at).where(PROFILES.c.id.in_(part))
+        stamps = select(PROFILES.c.id, PROFILES.c.updated_at).where(
+            in_list(session, PROFILES.c.id, part)
+        )
         versions.update({pid: at for pid, at in session.execute(stamps)})
         rows = session.execute(
-            select(ids.profile_id, ids.kind, ids.value).where(ids.profile_id.in_(part))
+            select(ids.profile_id, ids.kind, ids.value).where(
+                in_list(session, ids.profile_id, part)
+            )
         )
         for profile_id, kind, value in rows:
             held.setdefault(profile_id, {}).setdefault(kind, set()).add(value)
@@ -307,7 +312,10 @@ def _lock_profiles(session: Session, workspace_id: str, profile_ids: set[str]) -
         return
     rows = session.execute(
         select(PROFILES.c.id, PROFILES.c.merged_into)
-        .where(PROFILES.c.workspace_id == workspace_id, PROFILES.c.id.in_(sorted(profile_ids)))
+        .where(
+            PROFILES.c.workspace_id == workspace_id,
+            in_list(session, PROFILES.c.id, sorted(profile_ids)),
+        )
         .order_by(PROFILES.c.id)
         .with_for_update()
     ).all()
@@ -416,7 +424,7 @@ def _absorbed_state(session: Session, losers: Mapping[str, str]) -> _Absorbed:
     counts = CHANNEL_COUNTS.c
     rows = session.execute(
         select(counts.profile_id, counts.channel, counts.count).where(
-            counts.profile_id.in_(sorted(losers))
+            in_list(session, counts.profile_id, sorted(losers))
         )
     )
     for profile_id, channel, count in rows:
@@ -519,7 +527,7 @@ def _profile_updates(
             columns += [profiles.traits, profiles.trait_times]
         query = (
             select(*columns)
-            .where(profiles.workspace_id == workspace_id, profiles.id.in_(chosen))
+            .where(profiles.workspace_id == workspace_id, in_list(session, profiles.id, chosen))
             .order_by(profiles.id)
         )
         if locking:
