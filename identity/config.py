@@ -15,6 +15,7 @@ The file is YAML (``ECRM_IDENTITY_CONFIG``)::
     limits: {customer_id: 1, loyalty_card: 1, email: 5, phone: 3}
     default_limit: 10          # kinds not listed
     shared_after: 2            # seen on more distinct people than this: flagged as shared
+    matching: {enabled: true, upper: 0.99, lower: 0.80, min_fields: 3}
     blocked:
       email: ["test@.*", "info@shop\\\\.example"]   # full-match regular expressions
       phone: ["\\\\+1?0+"]
@@ -30,8 +31,9 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from identity.matching import MatchModel
 from pipeline.errors import HubError
 
 DEFAULT_PRIORITY = (
@@ -79,6 +81,21 @@ class IdentityConfigError(HubError):
     """The identity configuration file is unreadable or wrong (one line, names the key)."""
 
 
+class _Matching(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    upper: float = Field(default=0.99, gt=0, lt=1)
+    lower: float = Field(default=0.80, gt=0, lt=1)
+    min_fields: int = Field(default=3, ge=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Matching:
+        if self.lower > self.upper:
+            raise ValueError("lower must not be above upper")
+        return self
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +104,7 @@ class _File(BaseModel):
     default_limit: int = Field(default=DEFAULT_LIMIT, ge=1)
     blocked: dict[str, list[str]] | None = None
     shared_after: int = Field(default=DEFAULT_SHARED_AFTER, ge=1)
+    matching: _Matching = Field(default_factory=lambda: _Matching())
 
     @field_validator("limits")
     @classmethod
@@ -112,6 +130,8 @@ class IdentityConfig:
     limits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_LIMITS)
     default_limit: int = DEFAULT_LIMIT
     shared_after: int = DEFAULT_SHARED_AFTER
+    #: probabilistic matching of records no identifier places (None: off)
+    matching: MatchModel | None = field(default_factory=MatchModel)
     blocked: Mapping[str, tuple[re.Pattern[str], ...]] = field(
         default_factory=lambda: _compile(DEFAULT_BLOCKED)
     )
@@ -154,6 +174,13 @@ class IdentityConfig:
             limits=MappingProxyType({**DEFAULT_LIMITS, **parsed.limits}),
             default_limit=parsed.default_limit,
             shared_after=parsed.shared_after,
+            matching=MatchModel(
+                upper=parsed.matching.upper,
+                lower=parsed.matching.lower,
+                min_fields=parsed.matching.min_fields,
+            )
+            if parsed.matching.enabled
+            else None,
             blocked=blocked,
         )
 

@@ -63,9 +63,9 @@ def explain(
     children: dict[str | None, list[_Ident]] = {}
     for ident in idents:
         children.setdefault(ident.linked_by, []).append(ident)
-    merges_at: dict[str, list[ProfileMerge]] = {}
+    merges_at: dict[str | None, list[ProfileMerge]] = {}
     for merge in merges:
-        merges_at.setdefault(str(merge.evidence.get("survivor_identifier")), []).append(merge)
+        merges_at.setdefault(merge.evidence.get("survivor_identifier"), []).append(merge)
     placed: set[str] = set()
 
     def ident_node(ident: _Ident, depth: int) -> dict[str, Any]:
@@ -97,11 +97,7 @@ def explain(
             "at": merge.created_at.isoformat(),
             "rule": merge.rule,
             "evidence": merge.evidence,
-            "reason": (
-                f"merged {merge.merged_id}: event {event} carried "
-                f"{merge.evidence.get('merged_identifier')} (that profile's) and "
-                f"{merge.evidence.get('survivor_identifier')}"
-            ),
+            "reason": _merge_reason(merge, event),
             "children": [],
         }
         for root in children.get(None, []):
@@ -114,6 +110,7 @@ def explain(
         for root in children.get(None, [])
         if root.attached_to in (profile.id, None) and root.key not in placed
     ]
+    tree += [merge_node(m, 0) for m in merges_at.get(None, [])]  # probabilistic matches
     tree += [ident_node(i, 0) for i in idents if i.key not in placed]  # orphans, if any
     events = _recent_events(
         session, workspace_id, profile.id, {i.key for i in idents}, config, event_limit
@@ -129,6 +126,23 @@ def explain(
     if profile.id != profile_id:
         view["requested_id"] = profile_id
     return view
+
+
+def _merge_reason(merge: ProfileMerge, event: str | None) -> str:
+    evidence = merge.evidence
+    if merge.rule == "probabilistic":
+        fields = ", ".join(
+            f"{name} {found['level']}" for name, found in evidence.get("fields", {}).items()
+        )
+        return (
+            f"merged {merge.merged_id}: event {event} matched with probability "
+            f"{evidence.get('probability')} ({fields})"
+        )
+    return (
+        f"merged {merge.merged_id}: event {event} carried "
+        f"{evidence.get('merged_identifier')} (that profile's) and "
+        f"{evidence.get('survivor_identifier')}"
+    )
 
 
 def _reason(ident: _Ident, source: str | None) -> str:

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from identity.config import IdentityConfig
+from identity.matching import CandidatePool
 
 Key = tuple[str, str]
 Held = dict[str, set[str]]
@@ -57,14 +59,27 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Merge:
-    """``merged_id`` goes into ``survivor_id`` because an event carried both keys."""
+    """``merged_id`` goes into ``survivor_id``: an event carried keys of both, or matched."""
 
     survivor_id: str
     merged_id: str
     event_id: int
     #: the identifier that belonged to the merged profile, and the survivor's side
-    merged_key: Key
-    survivor_key: Key
+    merged_key: Key | None
+    survivor_key: Key | None
+    #: a probabilistic match's comparison (fields, levels, weights, probability)
+    match: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """A probable match between the two thresholds: a person decides."""
+
+    event_id: int
+    profile_id: str
+    candidate_id: str
+    probability: float
+    evidence: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,11 @@ class BatchGraph:
     new_profile_id: Callable[[], str]
     #: identifiers flagged as shared by several people: ignored like blocked values
     shared: set[Key] = field(default_factory=set)
+    #: candidates for probabilistic matching (None: matching is off)
+    pool: CandidatePool | None = None
+    reviews: list[Review] = field(default_factory=list)
+    #: the event that founded each new profile
+    founders: dict[str, int] = field(default_factory=dict)
     held: dict[str, Held] = field(default_factory=dict)
     #: union-find: a merged profile points at the profile it went into
     parent: dict[str, str] = field(default_factory=dict)
@@ -137,11 +157,50 @@ class BatchGraph:
             for profile_id in missing:
                 self.held[profile_id] = {k: set(v) for k, v in loaded.get(profile_id, {}).items()}
 
-    def resolve(self, event_id: int, identifiers: Mapping[str, str]) -> str | None:
+    def resolve(
+        self,
+        event_id: int,
+        identifiers: Mapping[str, str],
+        traits: Mapping[str, Any] | None = None,
+    ) -> str | None:
         """The profile the event belongs to (None: no usable identifier)."""
         keys = self.usable(identifiers)
         if not keys:
             return None
+        founded_before = len(self.new_profiles)
+        profile_id = self._resolve_keys(event_id, keys)
+        if self.pool is not None and traits:
+            founded = len(self.new_profiles) > founded_before
+            profile_id = self._match(self.pool, event_id, profile_id, traits, founded=founded)
+        return profile_id
+
+    def _match(
+        self,
+        pool: CandidatePool,
+        event_id: int,
+        profile_id: str,
+        traits: Mapping[str, Any],
+        *,
+        founded: bool,
+    ) -> str:
+        """Probabilistic matching of a record that founded a profile; files it for later."""
+        values = pool.model.normalize(traits)
+        if not pool.model.matchable(values):
+            return profile_id
+        if founded:
+            best = pool.best(values, profile_id, self.find)
+            if best is not None and best.probability >= pool.model.upper:
+                profile_id = self._merge(
+                    self.find(best.profile_id), profile_id, event_id, None, None, best.evidence()
+                )
+            elif best is not None and best.probability >= pool.model.lower:
+                self.reviews.append(
+                    Review(event_id, profile_id, best.profile_id, best.probability, best.evidence())
+                )
+        pool.add(profile_id, values)
+        return profile_id
+
+    def _resolve_keys(self, event_id: int, keys: list[Key]) -> str:
         found: list[tuple[str, Key]] = []
         for key in keys:
             if key in self.owner:
@@ -183,6 +242,7 @@ class BatchGraph:
     def _found_profile(self, keys: Sequence[Key], event_id: int) -> str:
         profile_id = self.new_profile_id()
         self.new_profiles.append(profile_id)
+        self.founders[profile_id] = event_id
         self.held[profile_id] = {}
         for key in keys:
             self._attach(key, profile_id, event_id, None)
@@ -218,8 +278,17 @@ class BatchGraph:
             return
         self._attach(key, group, event_id, lead_key)
 
-    def _merge(self, group: str, other: str, event_id: int, lead_key: Key, other_key: Key) -> str:
+    def _merge(
+        self,
+        group: str,
+        other: str,
+        event_id: int,
+        lead_key: Key | None,
+        other_key: Key | None,
+        match: Mapping[str, Any] | None = None,
+    ) -> str:
         """Merge ``other`` into ``group`` if the limits allow; the profile that leads now."""
+        self._ensure_held((group, other))
         over = self._over_limit(self.held[group], self.held[other])
         if over:
             kind, count = over
@@ -230,9 +299,10 @@ class BatchGraph:
                     event_id,
                     (group, other),
                     {
-                        "identifiers": [key_text(lead_key), key_text(other_key)],
+                        "identifiers": [key_text(k) for k in (lead_key, other_key) if k],
                         "limit": self.config.limit(kind),
                         "would_hold": count,
+                        **({"match": dict(match)} if match else {}),
                     },
                     shared=other_key,
                 )
@@ -248,7 +318,7 @@ class BatchGraph:
         self.parent[merged] = survivor
         for kind, values in self.held.pop(merged).items():
             self.held[survivor].setdefault(kind, set()).update(values)
-        self.merges.append(Merge(survivor, merged, event_id, merged_key, survivor_key))
+        self.merges.append(Merge(survivor, merged, event_id, merged_key, survivor_key, match))
         return survivor
 
     def _over_limit(self, a: Held, b: Held) -> tuple[str, int] | None:

@@ -11,11 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MERGES, PROFILE_EVENTS, PROFILES
-from pipeline import ConflictError
+from identity.models import (
+    CHANNEL_COUNTS,
+    CONFLICTS,
+    IDENTIFIERS,
+    MATCH_KEYS,
+    MERGES,
+    PROFILE_EVENTS,
+    PROFILES,
+    REVIEWS,
+)
+from pipeline import ConflictError, dialect_insert
 
 
 def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -57,6 +66,36 @@ def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str,
                 CHANNEL_COUNTS.c.workspace_id == workspace_id, CHANNEL_COUNTS.c.profile_id == loser
             )
         )
+        _move_match_keys(session, workspace_id, loser, survivor)
+
+
+def _move_match_keys(session: Session, workspace_id: str, loser: str, survivor: str) -> None:
+    """File the survivor under the merged profile's blocking keys (it may be found by them)."""
+    keys = MATCH_KEYS.c
+    blocks = session.scalars(
+        select(keys.block).where(keys.workspace_id == workspace_id, keys.profile_id == loser)
+    ).all()
+    if not blocks:
+        return
+    session.execute(
+        dialect_insert(session)(MATCH_KEYS).on_conflict_do_nothing(),
+        [{"workspace_id": workspace_id, "block": b, "profile_id": survivor} for b in blocks],
+    )
+    session.execute(
+        delete(MATCH_KEYS).where(keys.workspace_id == workspace_id, keys.profile_id == loser)
+    )
+
+
+def record_matching(
+    session: Session, match_keys: Sequence[dict[str, Any]], reviews: Sequence[dict[str, Any]]
+) -> None:
+    """File profiles under their new blocking keys; queue probable matches for review."""
+    if match_keys:
+        session.execute(
+            dialect_insert(session)(MATCH_KEYS).on_conflict_do_nothing(), list(match_keys)
+        )
+    if reviews:
+        session.execute(REVIEWS.insert(), list(reviews))
 
 
 def record(

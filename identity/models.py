@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Table, UniqueConstraint, text
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
@@ -118,6 +127,43 @@ class IdentityConflict(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class MatchKey(Base):
+    """A blocking key under which probabilistic matching finds a profile again.
+
+    Why a table of keys: candidates for a record are then an index search per key (a
+    postcode with a surname, a date of birth), never a scan of every profile's traits.
+    """
+
+    __tablename__ = "match_keys"
+
+    workspace_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("workspaces.id"), primary_key=True
+    )
+    block: Mapped[str] = mapped_column(String(300), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class IdentityReview(Base):
+    """A probable match a person must decide on (between the two thresholds)."""
+
+    __tablename__ = "identity_reviews"
+    __table_args__ = (Index("ix_identity_reviews_status", "workspace_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    #: the record's profile and the candidate it may be
+    profile_id: Mapped[str] = mapped_column(String(40))
+    candidate_id: Mapped[str] = mapped_column(String(40))
+    probability: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    #: pending | accepted | rejected
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+
+
 class ProfileChannelCount(Base):
     """How many events a profile has per channel."""
 
@@ -162,3 +208,5 @@ CHANNEL_COUNTS = cast(Table, ProfileChannelCount.__table__)
 PROFILE_EVENTS = cast(Table, ProfileEvent.__table__)
 MERGES = cast(Table, ProfileMerge.__table__)
 CONFLICTS = cast(Table, IdentityConflict.__table__)
+MATCH_KEYS = cast(Table, MatchKey.__table__)
+REVIEWS = cast(Table, IdentityReview.__table__)

@@ -31,7 +31,8 @@ from uuid6 import uuid7
 from identity import merge_writes, pg_writes, row_writes
 from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.graph import BatchGraph, Held, key_text
-from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, PROFILES
+from identity.matching import MAX_BLOCK, CandidatePool, MatchModel, all_blocks, blocking_keys
+from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, PROFILES
 from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
 from pipeline.db import in_list
 
@@ -186,6 +187,9 @@ class Plan:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     #: identifiers now seen on too many distinct people: flagged ``shared``
     flag_shared: list[Key] = field(default_factory=list)
+    #: probable matches for a person to decide, and blocking keys of changed traits
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    match_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 def plan_events(
@@ -210,28 +214,31 @@ def plan_events(
         _lock_profiles(session, workspace_id, {found.profile_id for found in known.values()})
     versions: dict[str, datetime] = {}
     unlocked_versions = {} if locking else versions  # checked at write time instead
+    config = config or _DEFAULT_CONFIG
     graph = BatchGraph(
-        config or _DEFAULT_CONFIG,
+        config,
         owner={key: found.profile_id for key, found in known.items()},
         load_held=lambda ids: identifiers_held(session, ids, unlocked_versions),
         new_profile_id=new_profile_id,
         shared={key for key, found in known.items() if found.sharing == SHARED},
     )
+    if config.matching is not None:
+        graph.pool = _candidate_pool(session, workspace_id, config.matching, events, known)
     graph.preload((event.id, event.identifiers) for event in events)
     assigned: list[tuple[StoredEvent, str]] = []
-    born: dict[str, datetime] = {}
     latest: dict[Key, datetime] = {}
     for event in events:
-        profile_id = graph.resolve(event.id, event.identifiers)
+        profile_id = graph.resolve(event.id, event.identifiers, event.traits)
         for key in event.identifiers.items():
             if event.occurred_at > latest.get(key, event.occurred_at - _TICK):
                 latest[key] = event.occurred_at
         if profile_id is None:
             continue  # only blocked identifiers: counted in no profile
         assigned.append((event, profile_id))
-        born.setdefault(profile_id, event.occurred_at)
 
     find = graph.find
+    by_id = {event.id: event for event in events}
+    born = {pid: by_id[event_id].occurred_at for pid, event_id in graph.founders.items()}
     deltas: dict[str, _Delta] = {}
     for event, profile_id in assigned:
         final = find(profile_id)
@@ -249,7 +256,6 @@ def plan_events(
         m.merged_id: find(m.merged_id) for m in graph.merges if m.merged_id not in new
     }
     _plan_new_profiles(plan, graph.new_profiles, deltas, born, find)
-    by_id = {event.id: event for event in events}
     _plan_identifiers(plan, graph, by_id, known, latest, find)
     absorbed = _absorbed_state(session, existing_losers)
     for into, loser_channels in absorbed.channels.items():
@@ -276,15 +282,33 @@ def plan_events(
             "survivor_id": m.survivor_id,
             "merged_id": m.merged_id,
             "event_id": m.event_id,
-            "rule": "shared_identifier",
-            "evidence": {
-                "merged_identifier": key_text(m.merged_key),
-                "survivor_identifier": key_text(m.survivor_key),
+            "rule": "probabilistic" if m.match else "shared_identifier",
+            "evidence": dict(m.match)
+            if m.match
+            else {
+                "merged_identifier": key_text(m.merged_key) if m.merged_key else None,
+                "survivor_identifier": key_text(m.survivor_key) if m.survivor_key else None,
             },
             "created_at": plan.now,
         }
         for m in graph.merges
     ]
+    plan.reviews = [
+        {
+            "workspace_id": workspace_id,
+            "event_id": r.event_id,
+            "profile_id": find(r.profile_id),
+            "candidate_id": find(r.candidate_id),
+            "probability": r.probability,
+            "evidence": dict(r.evidence),
+            "status": "pending",
+            "created_at": plan.now,
+        }
+        for r in graph.reviews
+        if find(r.profile_id) != find(r.candidate_id)
+    ]
+    if graph.pool is not None:
+        plan.match_keys = _new_match_keys(plan, graph.pool.model)
     plan.conflicts = [
         {
             "workspace_id": workspace_id,
@@ -300,6 +324,65 @@ def plan_events(
     ]
     plan.flag_shared = _newly_shared(session, plan, known, graph.config)
     return plan
+
+
+def _candidate_pool(
+    session: Session,
+    workspace_id: str,
+    model: MatchModel,
+    events: Sequence[StoredEvent],
+    known: Mapping[Key, Owner],
+) -> CandidatePool:
+    """Profiles that blocking finds for the batch's records that no identifier places."""
+    pool = CandidatePool(model)
+    records = []
+    for event in events:
+        if event.traits and not any(key in known for key in event.identifiers.items()):
+            values = model.normalize(event.traits)
+            if model.matchable(values):
+                records.append(values)
+    blocks = sorted(all_blocks(records))
+    if not blocks:
+        return pool
+    keys = MATCH_KEYS.c
+    for start in range(0, len(blocks), _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(keys.block, keys.profile_id).where(
+                keys.workspace_id == workspace_id,
+                in_list(session, keys.block, blocks[start : start + _LOOKUP_CHUNK]),
+            )
+        )
+        for block, profile_id in rows:
+            pool.blocks.setdefault(block, set()).add(profile_id)
+    wanted = sorted(
+        {pid for members in pool.blocks.values() if len(members) <= MAX_BLOCK for pid in members}
+    )
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(PROFILES.c.id, PROFILES.c.traits).where(
+                in_list(session, PROFILES.c.id, wanted[start : start + _LOOKUP_CHUNK])
+            )
+        )
+        for profile_id, traits in rows:
+            pool.values[profile_id] = model.normalize(traits)
+    return pool
+
+
+def _new_match_keys(plan: Plan, model: MatchModel) -> list[dict[str, Any]]:
+    """Blocking keys of every profile whose traits the batch set or changed."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    changed = [(p["id"], p["traits"]) for p in plan.new_profiles if p["merged_into"] is None]
+    changed += [(u["pid"], u["traits"]) for u in plan.profile_updates if "traits" in u]
+    for profile_id, traits in changed:
+        values = model.normalize(traits)
+        if model.matchable(values):
+            for block in blocking_keys(values):
+                rows[(block, profile_id)] = {
+                    "workspace_id": plan.workspace_id,
+                    "block": block,
+                    "profile_id": profile_id,
+                }
+    return [rows[key] for key in sorted(rows)]
 
 
 def _lock_profiles(session: Session, workspace_id: str, profile_ids: set[str]) -> None:
@@ -480,6 +563,8 @@ def write_plan(session: Session, plan: Plan) -> None:
         merge_writes.record(session, plan.merge_audit, plan.conflicts)
     if plan.flag_shared:
         merge_writes.flag_shared(session, plan.workspace_id, plan.flag_shared)
+    if plan.match_keys or plan.reviews:
+        merge_writes.record_matching(session, plan.match_keys, plan.reviews)
 
 
 def _profile_updates(

@@ -8,7 +8,9 @@ Create Date: 2026-12-01
 identifier that caused it); ``identity_conflicts`` keeps joins refused by the limits;
 ``profile_identifiers`` gains the event that attached each identifier, the identifier
 that linked it, the profile it first joined (for ``explain``) and whether several people
-share it. Identifiers of existing profiles have no provenance.
+share it. ``match_keys`` files profiles under blocking keys for probabilistic matching,
+``identity_reviews`` holds probable matches waiting for a person. Identifiers of existing
+profiles have no provenance.
 """
 
 from collections.abc import Sequence
@@ -74,9 +76,39 @@ def upgrade() -> None:
     op.create_index(
         "ix_identity_conflicts_identifier", "identity_conflicts", ["workspace_id", "identifier"]
     )
+    op.create_table(
+        "match_keys",
+        sa.Column("workspace_id", sa.String(length=63), nullable=False),
+        sa.Column("block", sa.String(length=300), nullable=False),
+        sa.Column("profile_id", sa.String(length=40), nullable=False),
+        sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"]),
+        sa.PrimaryKeyConstraint("workspace_id", "block", "profile_id"),
+    )
+    op.create_table(
+        "identity_reviews",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("workspace_id", sa.String(length=63), nullable=False),
+        sa.Column("event_id", _ID, nullable=True),
+        sa.Column("profile_id", sa.String(length=40), nullable=False),
+        sa.Column("candidate_id", sa.String(length=40), nullable=False),
+        sa.Column("probability", sa.Float(), nullable=False),
+        sa.Column("evidence", _JSON, nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", pipeline.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", pipeline.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("decided_by", sa.String(length=120), nullable=True),
+        sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        "ix_identity_reviews_status", "identity_reviews", ["workspace_id", "status", "id"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_identity_reviews_status", table_name="identity_reviews")
+    op.drop_table("identity_reviews")
+    op.drop_table("match_keys")
     op.drop_index("ix_identity_conflicts_identifier", table_name="identity_conflicts")
     op.drop_index("ix_identity_conflicts_workspace", table_name="identity_conflicts")
     op.drop_table("identity_conflicts")
