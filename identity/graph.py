@@ -162,9 +162,17 @@ class BatchGraph:
         event_id: int,
         identifiers: Mapping[str, str],
         traits: Mapping[str, Any] | None = None,
+        links: Iterable[Key] = (),
     ) -> str | None:
-        """The profile the event belongs to (None: no usable identifier)."""
+        """The profile the event belongs to (None: no usable identifier).
+
+        ``links`` are further identifiers a link made by a person names (an accepted
+        review, ``POST /v1/identity/links``): joined like the event's own, limits and all.
+        """
         keys = self.usable(identifiers)
+        for key in links:
+            if key not in keys and key not in self.shared and not self.config.is_blocked(*key):
+                keys.append(key)
         if not keys:
             return None
         founded_before = len(self.new_profiles)
@@ -190,9 +198,12 @@ class BatchGraph:
         if founded:
             best = pool.best(values, profile_id, self.find)
             if best is not None and best.probability >= pool.model.upper:
-                profile_id = self._merge(
+                merges = len(self.merges)
+                lead = self._merge(
                     self.find(best.profile_id), profile_id, event_id, None, None, best.evidence()
                 )
+                if len(self.merges) > merges:  # refused by a limit: the record stays its own
+                    profile_id = lead
             elif best is not None and best.probability >= pool.model.lower:
                 self.reviews.append(
                     Review(event_id, profile_id, best.profile_id, best.probability, best.evidence())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jellyfish
-from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, JaroWinkler
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class FieldSpec:
     levels: tuple[Level, ...]
     #: other trait names that mean the same (``first_name`` for ``given_name``)
     aliases: tuple[str, ...] = ()
+    #: fields of one group are not independent evidence (see ``GROUP_CAPS``)
+    group: str | None = None
 
 
 def _levels(*triples: tuple[str, float, float]) -> tuple[Level, ...]:
@@ -83,7 +85,7 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "date_of_birth",
         "date",
-        _levels(("exact", 0.80, 0.0004), ("one_edit", 0.14, 0.006), ("else", 0.06, 0.9936)),
+        _levels(("exact", 0.80, 0.0004), ("one_edit", 0.17, 0.006), ("else", 0.03, 0.9936)),
         ("dob", "birthday", "birth_date"),
     ),
     FieldSpec(
@@ -107,32 +109,41 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
             ("else", 0.03, 0.878),
         ),
         ("postal_code", "zip", "zipcode"),
+        group="address",
     ),
     FieldSpec(
         "street_number",
         "exact",
         _levels(("exact", 0.85, 0.02), ("else", 0.15, 0.98)),
         ("house_number",),
+        group="address",
     ),
     FieldSpec(
         "address_1",
         "text",
         _levels(("jw95", 0.80, 0.001), ("jw85", 0.12, 0.01), ("else", 0.08, 0.989)),
         ("street", "address", "address_line1"),
+        group="address",
     ),
     FieldSpec(
         "suburb",
         "text",
         _levels(("jw95", 0.85, 0.004), ("jw85", 0.08, 0.02), ("else", 0.07, 0.976)),
         ("city", "town", "locality"),
+        group="address",
     ),
     FieldSpec(
         "state",
         "exact",
         _levels(("exact", 0.95, 0.25), ("else", 0.05, 0.75)),
         ("region", "province"),
+        group="address",
     ),
 )
+#: Most a group's agreeing fields may add (bits). People of one household share every
+#: part of an address: counted as independent, those parts alone would merge a mother and
+#: her daughter; capped, the address counts about as much as one strong field.
+GROUP_CAPS: Mapping[str, float] = {"address": 14.0}
 #: odds of a match among blocked candidates before any field is compared (log2)
 DEFAULT_PRIOR = math.log2(1 / 500)
 #: a block naming more profiles than this says little: it is not used to find candidates
@@ -196,20 +207,63 @@ class MatchModel:
         """Enough to compare: a name and ``min_fields`` fields in all."""
         return len(values) >= self.min_fields and ("surname" in values or "given_name" in values)
 
+    def _prefer_swapped_names(
+        self,
+        a: Mapping[str, str],
+        b: Mapping[str, str],
+        total: float,
+        found: dict[str, dict[str, Any]],
+    ) -> float:
+        """Score given name and surname crossed when that fits better (a data-entry slip).
+
+        ``found`` is updated in place with the crossed levels when they are used.
+        """
+        ga, sa, gb, sb = (
+            a.get("given_name"),
+            a.get("surname"),
+            b.get("given_name"),
+            b.get("surname"),
+        )
+        if ga is None or sa is None or gb is None or sb is None:
+            return total
+        given, surname = self._by_alias["given_name"], self._by_alias["surname"]
+        crossed_given = given.levels[_level(given, ga, sb)]
+        crossed_surname = surname.levels[_level(surname, sa, gb)]
+        crossed = crossed_given.weight + crossed_surname.weight
+        straight = (
+            given.levels[_level(given, ga, gb)].weight
+            + surname.levels[_level(surname, sa, sb)].weight
+        )
+        if crossed <= straight:
+            return total
+        found["given_name"] = {
+            "level": f"{crossed_given.label}_swapped",
+            "weight": round(crossed_given.weight, 3),
+        }
+        found["surname"] = {
+            "level": f"{crossed_surname.label}_swapped",
+            "weight": round(crossed_surname.weight, 3),
+        }
+        return total - straight + crossed
+
     def compare(self, a: Mapping[str, str], b: Mapping[str, str], profile_id: str) -> Candidate:
         """Fellegi-Sunter weight of two records (missing values add nothing)."""
         total = 0.0
+        agreeing: dict[str, float] = {}
         found: dict[str, dict[str, Any]] = {}
         for spec in self.fields:
             left, right = a.get(spec.name), b.get(spec.name)
             if left is None or right is None:
                 continue
             level = spec.levels[_level(spec, left, right)]
-            total += level.weight
+            if spec.group is not None and spec.group in GROUP_CAPS and level.weight > 0:
+                agreeing[spec.group] = agreeing.get(spec.group, 0.0) + level.weight
+            else:
+                total += level.weight
             found[spec.name] = {"level": level.label, "weight": round(level.weight, 3)}
-        swapped = _swap_bonus(self, a, b)
-        if swapped is not None:
-            total, found = _apply_swap(self, a, b, total, found, swapped)
+        for group, weight in agreeing.items():
+            total += min(weight, GROUP_CAPS[group])
+        total = self._prefer_swapped_names(a, b, total, found)
         score = self.prior + total
         probability = 1.0 / (1.0 + 2.0 ** (-score)) if score > -1000 else 0.0
         return Candidate(profile_id, probability, total, found)
@@ -237,10 +291,10 @@ def _level(spec: FieldSpec, a: str, b: str) -> int:
         similarity = JaroWinkler.similarity(a, b)
         return 0 if similarity >= 0.95 else 1 if similarity >= 0.85 else last
     if kind == "code":
-        edits = Levenshtein.distance(a, b, score_cutoff=2)
+        edits = OSA.distance(a, b, score_cutoff=2)  # a transposition is one edit
         return min(edits, last) if edits <= 2 else last
     if kind == "date":
-        if Levenshtein.distance(a, b, score_cutoff=1) <= 1 or _day_month_swapped(a, b):
+        if OSA.distance(a, b, score_cutoff=1) <= 1 or _day_month_swapped(a, b):
             return 1
         return last
     return last
@@ -248,34 +302,6 @@ def _level(spec: FieldSpec, a: str, b: str) -> int:
 
 def _day_month_swapped(a: str, b: str) -> bool:
     return len(a) == len(b) == 8 and a[:4] == b[:4] and a[4:6] == b[6:8] and a[6:8] == b[4:6]
-
-
-def _swap_bonus(model: MatchModel, a: Mapping[str, str], b: Mapping[str, str]) -> bool | None:
-    """True when given name and surname are swapped between the records."""
-    ga, sa, gb, sb = a.get("given_name"), a.get("surname"), b.get("given_name"), b.get("surname")
-    if None in (ga, sa, gb, sb) or (ga == gb and sa == sb):
-        return None
-    return ga == sb and sa == gb
-
-
-def _apply_swap(
-    model: MatchModel,
-    a: Mapping[str, str],
-    b: Mapping[str, str],
-    total: float,
-    found: dict[str, dict[str, Any]],
-    swapped: bool,
-) -> tuple[float, dict[str, dict[str, Any]]]:
-    """Score swapped names as the names they are (a common data-entry slip)."""
-    if not swapped:
-        return total, found
-    for name in ("given_name", "surname"):
-        spec = model._by_alias[name]
-        total -= found[name]["weight"]
-        exact = spec.levels[0]
-        total += exact.weight
-        found[name] = {"level": "exact_swapped", "weight": round(exact.weight, 3)}
-    return total, found
 
 
 def blocking_keys(values: Mapping[str, str]) -> list[str]:

@@ -208,6 +208,7 @@ def plan_events(
     """
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
+    keys |= {key for event in events for key in link_keys(event)}
     known = owners_of(session, workspace_id, keys)
     locking = lock and session.get_bind().dialect.name == "postgresql"
     if locking:  # what the owners hold cannot change under us from here on
@@ -228,8 +229,9 @@ def plan_events(
     assigned: list[tuple[StoredEvent, str]] = []
     latest: dict[Key, datetime] = {}
     for event in events:
-        profile_id = graph.resolve(event.id, event.identifiers, event.traits)
-        for key in event.identifiers.items():
+        links = link_keys(event)
+        profile_id = graph.resolve(event.id, event.identifiers, event.traits, links)
+        for key in [*event.identifiers.items(), *links]:
             if event.occurred_at > latest.get(key, event.occurred_at - _TICK):
                 latest[key] = event.occurred_at
         if profile_id is None:
@@ -324,6 +326,21 @@ def plan_events(
     ]
     plan.flag_shared = _newly_shared(session, plan, known, graph.config)
     return plan
+
+
+def link_keys(event: StoredEvent) -> list[Key]:
+    """Identifiers an ``identity.linked`` event names beside its own (``kind:value``)."""
+    if event.type != "identity.linked":
+        return []
+    named = event.properties.get("link_identifiers")
+    if not isinstance(named, list):
+        return []
+    keys = []
+    for text in named[:50]:
+        kind, sep, value = str(text).partition(":")
+        if sep and kind and value:
+            keys.append((kind, value))
+    return keys
 
 
 def _candidate_pool(

@@ -17,8 +17,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from identity.explain import explain
+from identity.reviews import STATUSES as REVIEW_STATUSES
+from identity.reviews import ReviewNotFound, decide, list_reviews
 from identity.views import list_conflicts, list_shared, set_sharing
-from pipeline import IngestResult, utcnow
+from pipeline import IngestResult, ValidationError, ingest, utcnow
 from pipeline.identifiers import normalize_identifier
 from workers.auth import admin_workspace
 from workers.problems import Problem
@@ -31,7 +33,7 @@ MAX_LINK_IDENTIFIERS = 20
 def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: Store) -> APIRouter:
     """Explain, conflicts, shared identifiers and links (admin token); ``store`` appends."""
     router = APIRouter()
-    db = runtime.db
+    db, region = runtime.db, runtime.settings.default_region
 
     @router.get("/v1/profiles/{profile_id}/explain")
     def get_explain(profile_id: str, request: Request, events: int = 50) -> dict[str, Any]:
@@ -83,6 +85,45 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
             "identifier": f"{kind}:{value}",
             "status": "shared" if body["shared"] else "allowed",
         }
+
+    @router.get("/v1/identity/reviews")
+    def get_reviews(
+        request: Request, status: str = "pending", after: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        if status not in REVIEW_STATUSES:
+            raise Problem(
+                400, "Invalid query", f"status must be one of {REVIEW_STATUSES}", "status"
+            )
+        if not 1 <= limit <= 1000:
+            raise Problem(400, "Invalid query", "limit must be 1..1000", "limit")
+        with db.read() as session:
+            items = list_reviews(session, workspace, status=status, after=after, limit=limit)
+        return {"reviews": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+    @router.post("/v1/identity/reviews/{review_id}")
+    def post_review(review_id: int, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        decision = body.get("decision")
+        if decision not in ("accept", "reject"):
+            raise Problem(400, "Invalid decision", "decision must be accept or reject", "decision")
+        with db.write() as session:
+            try:
+                view, link = decide(
+                    session,
+                    workspace,
+                    review_id,
+                    accept=decision == "accept",
+                    by=str(body.get("by") or "api")[:120],
+                    config=runtime.identity,
+                )
+            except ReviewNotFound as exc:
+                raise Problem(404, "Not Found", exc.message, "review_id") from None
+            except ValidationError as exc:
+                raise Problem(409, "Conflict", exc.message, exc.field) from None
+            if link is not None:  # the worker merges them, like any link
+                ingest(session, [link], workspace_id=workspace, default_region=region)
+        return {**view, "link_message_id": link["message_id"] if link else None}
 
     @router.post("/v1/identity/links")
     async def post_link(request: Request) -> JSONResponse:

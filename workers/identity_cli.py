@@ -17,7 +17,7 @@ _workspace = click.option("--workspace", default="default", show_default=True)
 
 @click.group()
 def identity() -> None:
-    """Identity resolution: explain a profile, refused joins, shared identifiers."""
+    """Identity resolution: explain, refused joins, shared identifiers, reviews."""
 
 
 @identity.command("explain")
@@ -98,3 +98,51 @@ def shared_command(flag: str | None, allow: str | None, workspace: str) -> None:
     for item in items:
         people = f"{item['people']} people"
         click.echo(f"{item['identifier']}  {item['status']:<8} {people}  owner {item['owner']}")
+
+
+@identity.command("reviews")
+@click.option("--accept", "accept", type=int, metavar="ID", help="Accept: the two become one.")
+@click.option("--reject", "reject", type=int, metavar="ID", help="Reject: they stay apart.")
+@click.option(
+    "--status",
+    default="pending",
+    show_default=True,
+    type=click.Choice(["pending", "accepted", "rejected"]),
+)
+@_workspace
+@one_line_errors
+def reviews_command(accept: int | None, reject: int | None, status: str, workspace: str) -> None:
+    """Probable matches waiting for a person (between the two thresholds), or decide one."""
+    from identity.reviews import decide, list_reviews
+    from pipeline import HubError, ingest
+
+    runtime = load_runtime(migrate=False)
+    if accept is not None and reject is not None:
+        raise HubError("give --accept or --reject, not both")
+    chosen = accept if accept is not None else reject
+    if chosen is not None:
+        with runtime.db.write() as session:
+            view, link = decide(
+                session,
+                workspace,
+                chosen,
+                accept=accept is not None,
+                by="cli",
+                config=runtime.identity,
+            )
+            if link is not None:
+                ingest(
+                    session,
+                    [link],
+                    workspace_id=workspace,
+                    default_region=runtime.settings.default_region,
+                )
+        click.echo(f"{view['id']}  {view['status']}" + (f"  {link['message_id']}" if link else ""))
+        return
+    with runtime.db.read() as session:
+        items = list_reviews(session, workspace, status=status)
+    if not items:
+        click.echo(f"no {status} reviews")
+    for item in items:
+        a, b = item["current_profile_ids"]
+        click.echo(f"{item['id']}  p={item['probability']:.3f}  {a}  {b}")
