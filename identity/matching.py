@@ -69,7 +69,7 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
             ("jw80", 0.05, 0.03),
             ("else", 0.05, 0.962),
         ),
-        ("first_name", "firstname"),
+        ("first_name", "firstname", "firstName"),
     ),
     FieldSpec(
         "surname",
@@ -80,7 +80,7 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
             ("jw80", 0.05, 0.02),
             ("else", 0.05, 0.975),
         ),
-        ("last_name", "lastname", "family_name"),
+        ("last_name", "lastname", "lastName", "family_name"),
     ),
     FieldSpec(
         "date_of_birth",
@@ -108,7 +108,7 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
             ("two_edits", 0.02, 0.1),
             ("else", 0.03, 0.878),
         ),
-        ("postal_code", "zip", "zipcode"),
+        ("postal_code", "postalCode", "zip", "zipcode"),
         group="address",
     ),
     FieldSpec(
@@ -149,6 +149,12 @@ DEFAULT_PRIOR = math.log2(1 / 500)
 #: a block naming more profiles than this says little: it is not used to find candidates
 MAX_BLOCK = 60
 
+#: Segment's address trait's keys, as the fields above name them
+_SEGMENT_ADDRESS: Mapping[str, str] = {
+    "street": "address_1",
+    "city": "suburb",
+    "postalCode": "postcode",
+}
 _SPACES = re.compile(r"\s+")
 _NOT_DIGIT = re.compile(r"\D")
 _NOT_CODE = re.compile(r"[\s\-./]")
@@ -192,8 +198,16 @@ class MatchModel:
         object.__setattr__(self, "_by_alias", names)
 
     def normalize(self, traits: Mapping[str, Any]) -> dict[str, str]:
-        """The record's comparable values, keyed by canonical field name."""
+        """The record's comparable values, keyed by canonical field name.
+
+        Segment's ``address`` trait (``street``, ``city``, ``postalCode``, ``state``) is
+        read as the address fields it holds.
+        """
         values: dict[str, str] = {}
+        address = traits.get("address")
+        if isinstance(address, dict):
+            parts = {_SEGMENT_ADDRESS.get(str(k), str(k)): v for k, v in address.items()}
+            traits = {**parts, **traits}
         for name, raw in traits.items():
             spec = self._by_alias.get(name)
             if spec is None or spec.name in values or raw is None or isinstance(raw, dict | list):

@@ -143,3 +143,71 @@ def test_shared_identifiers_are_listed_and_operators_decide(
     )
     bad = admin.put(f"/v1/identity/shared/email:{family}", json={"shared": "yes"})
     assert bad.status_code == 400 and bad.json()["field"] == "shared"
+
+
+def test_probable_matches_from_segment_traits_merge_or_wait_for_review(
+    hub_factory: Callable[..., Hub],
+) -> None:
+    hub = hub_factory("sqlite")
+    hub.launch(("run",))
+    client, admin = hub.client(), hub.admin()
+    t = uuid.uuid4().hex[:8]
+    postcode = str(int(t, 16) % 9000 + 1000)
+    address = {"street": "Wattle Grove", "city": "Ashfield", "postalCode": postcode, "state": "NSW"}
+    ada = {
+        "firstName": "Adelaide",
+        "lastName": f"Kov{t}",
+        "birthday": "1990-02-11",
+        "streetNumber": "4",
+    }
+    messages = [
+        {
+            "type": "identify",
+            "anonymousId": f"a1-{t}",
+            "messageId": f"m1-{t}",
+            "traits": {**ada, "address": address, "street_number": "4"},
+        },
+        # the same person on the phone a week later, name misspelt by the agent
+        {
+            "type": "identify",
+            "anonymousId": f"a2-{t}",
+            "messageId": f"m2-{t}",
+            "traits": {**ada, "firstName": "Adelaid", "address": address, "street_number": "4"},
+        },
+        # same name, another postcode and street, no birth date: a person must decide
+        {
+            "type": "identify",
+            "anonymousId": f"a3-{t}",
+            "messageId": f"m3-{t}",
+            "traits": {
+                "firstName": "Adelaide",
+                "lastName": f"Kov{t}",
+                "address": {**address, "street": "Banksia Road", "postalCode": "0999"},
+            },
+        },
+    ]
+    for message in messages:
+        answer = client.post(
+            "/v1/batch", json={"batch": [message]}, headers={"Authorization": basic_auth()}
+        )
+        assert answer.status_code == 200
+        wait_processed(admin, [message["messageId"]], hub)
+    views = wait_processed(admin, [m["messageId"] for m in messages], hub)
+    first, second, third = (views[f"m{i}-{t}"]["profile_id"] for i in (1, 2, 3))
+    assert first == second != third
+    explained = admin.get(f"/v1/profiles/{first}/explain").json()
+    assert "matched with probability" in explained["text"]
+
+    pending = admin.get("/v1/identity/reviews").json()["reviews"]
+    [review] = [r for r in pending if set(r["current_profile_ids"]) == {first, third}]
+    decided = admin.post(f"/v1/identity/reviews/{review['id']}", json={"decision": "accept"})
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] == "accepted" and decided.json()["link_message_id"]
+    link = decided.json()["link_message_id"]
+    assert wait_processed(admin, [link], hub)[link]["profile_id"] == first
+    assert admin.get(f"/v1/profiles/{third}").json()["merged_into"] == first
+    again = admin.post(f"/v1/identity/reviews/{review['id']}", json={"decision": "reject"})
+    assert again.status_code == 409 and again.json()["field"] == "decision"
+    assert admin.post("/v1/identity/reviews/999999", json={"decision": "accept"}).status_code == 404
+    listed = hub.cli("identity", "reviews", "--status", "accepted")
+    assert listed.returncode == 0 and str(review["id"]) in listed.stdout
