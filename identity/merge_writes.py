@@ -41,7 +41,8 @@ def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str,
             PROFILES.c.updated_at == bindparam("seen"),
             PROFILES.c.merged_into.is_(None),
         )
-        .values(merged_into=bindparam("into"), updated_at=bindparam("now")),
+        # its events are counted in the survivor now: sums over profiles stay true
+        .values(merged_into=bindparam("into"), updated_at=bindparam("now"), event_count=0),
         list(rows),
     )
     if int(marked.rowcount) != len(rows):  # type: ignore[attr-defined]

@@ -19,7 +19,9 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from connectors.sample import generate_sample, write_jsonl
-from identity.models import Profile, ProfileChannelCount
+from identity.models import IdentityConflict, Profile, ProfileChannelCount, ProfileMerge
+from identity.reviews import list_reviews
+from identity.views import list_shared
 from pipeline import DEFAULT_WORKSPACE, ingest, utcnow
 from pipeline.events import status_counts
 from pipeline.models import Event
@@ -98,7 +100,12 @@ def demo(customers: int, seed: int, timeout: int) -> None:
 def _summary(console: Console, runtime: Runtime, outcome: Counter[str], people: int) -> None:
     db, settings = runtime.db, runtime.settings
     with db.read() as session:
-        profiles = session.scalar(select(func.count()).select_from(Profile)) or 0
+        profiles = (
+            session.scalar(
+                select(func.count()).select_from(Profile).where(Profile.merged_into.is_(None))
+            )
+            or 0
+        )
         events = session.scalar(select(func.count()).select_from(Event)) or 0
         failed = status_counts(session)["failed"]
         per_channel = dict(
@@ -116,8 +123,13 @@ def _summary(console: Console, runtime: Runtime, outcome: Counter[str], people: 
                 .subquery()
             )
         )
+        merges = session.scalar(select(func.count()).select_from(ProfileMerge)) or 0
+        conflicts = session.scalar(select(func.count()).select_from(IdentityConflict)) or 0
+        shared = len(list_shared(session, DEFAULT_WORKSPACE))
+        reviews = len(list_reviews(session, DEFAULT_WORKSPACE, limit=1000))
         top = session.execute(
             select(Profile.id, Profile.event_count, Profile.traits)
+            .where(Profile.merged_into.is_(None))
             .order_by(Profile.event_count.desc())
             .limit(5)
         ).all()
@@ -140,6 +152,10 @@ def _summary(console: Console, runtime: Runtime, outcome: Counter[str], people: 
     summary.add_row("profiles", f"{profiles:,}")
     summary.add_row("profiles seen on 2+ channels", f"{multi or 0:,}")
     summary.add_row("events per profile", f"{events / profiles:.1f}" if profiles else "-")
+    summary.add_row("merges (ecrm identity explain PROFILE)", f"{merges:,}")
+    summary.add_row("joins refused by limits (ecrm identity conflicts)", f"{conflicts:,}")
+    summary.add_row("identifiers flagged as shared", f"{shared:,}")
+    summary.add_row("probable matches to review", f"{reviews:,}")
     summary.add_row("failed events", f"{failed or 0:,}")
     console.print(summary)
     busiest = Table(title="Busiest profiles")

@@ -11,7 +11,13 @@ from sqlalchemy import func, select
 
 from identity.config import IdentityConfig
 from identity.explain import explain
-from identity.models import IdentityConflict, ProfileEvent, ProfileIdentifier, ProfileMerge
+from identity.models import (
+    IdentityConflict,
+    Profile,
+    ProfileEvent,
+    ProfileIdentifier,
+    ProfileMerge,
+)
 from identity.views import event_views, find_profile_id, profile_view, timeline
 from pipeline import Database, ingest
 from pipeline.events import get_event
@@ -118,6 +124,10 @@ def test_anonymous_visit_then_login_merges_into_the_older_profile(
             .where(ProfileEvent.profile_id == merge.merged_id)
         )
         assert left == 0
+        counted = session.scalar(  # events are counted once, in the survivor
+            select(func.sum(Profile.event_count)).where(Profile.id.in_([survivor, merge.merged_id]))
+        )
+        assert counted == 5
 
 
 def test_a_merge_that_would_break_a_limit_is_refused_and_recorded(any_db: Database) -> None:
