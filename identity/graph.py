@@ -148,9 +148,10 @@ class BatchGraph:
             owners = {self.owner[key] for key in keys if key in self.owner}
             if len(owners) > 1 or (owners and len(owners) < len(keys)):
                 wanted |= owners
-        self._ensure_held(wanted)
+        self.ensure_held(wanted)
 
-    def _ensure_held(self, profile_ids: Iterable[str]) -> None:
+    def ensure_held(self, profile_ids: Iterable[str]) -> None:
+        """Load what these profiles hold (those not loaded yet), in one read."""
         missing = [p for p in profile_ids if p not in self.held]
         if missing:
             loaded = self.load_held(missing)
@@ -222,7 +223,7 @@ class BatchGraph:
             return self._found_profile(keys, event_id)
         group, lead_key = found[0]
         if len(found) > 1 or len(found) < len(keys):
-            self._ensure_held(p for p, _ in found)
+            self.ensure_held(p for p, _ in found)
         strongest = keys[0]
         if strongest not in self.owner and self._full(group, strongest[0]):
             # The event's strongest identifier is new and its profile already holds all it
@@ -299,7 +300,7 @@ class BatchGraph:
         match: Mapping[str, Any] | None = None,
     ) -> str:
         """Merge ``other`` into ``group`` if the limits allow; the profile that leads now."""
-        self._ensure_held((group, other))
+        self.ensure_held((group, other))
         over = self._over_limit(self.held[group], self.held[other])
         if over:
             kind, count = over

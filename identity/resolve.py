@@ -211,20 +211,22 @@ def plan_events(
     keys |= {key for event in events for key in link_keys(event)}
     known = owners_of(session, workspace_id, keys)
     locking = lock and session.get_bind().dialect.name == "postgresql"
+    locked = {found.profile_id for found in known.values()} if locking else set()
     if locking:  # what the owners hold cannot change under us from here on
-        _lock_profiles(session, workspace_id, {found.profile_id for found in known.values()})
+        _lock_profiles(session, workspace_id, locked)
+    # what other profiles held when counted is checked at write time (their updated_at)
     versions: dict[str, datetime] = {}
-    unlocked_versions = {} if locking else versions  # checked at write time instead
     config = config or _DEFAULT_CONFIG
     graph = BatchGraph(
         config,
         owner={key: found.profile_id for key, found in known.items()},
-        load_held=lambda ids: identifiers_held(session, ids, unlocked_versions),
+        load_held=lambda ids: identifiers_held(session, ids, versions),
         new_profile_id=new_profile_id,
         shared={key for key, found in known.items() if found.sharing == SHARED},
     )
     if config.matching is not None:
         graph.pool = _candidate_pool(session, workspace_id, config.matching, events, known)
+        graph.ensure_held(graph.pool.values)  # one read for every candidate, not one each
     graph.preload((event.id, event.identifiers) for event in events)
     assigned: list[tuple[StoredEvent, str]] = []
     latest: dict[Key, datetime] = {}
@@ -262,6 +264,8 @@ def plan_events(
     absorbed = _absorbed_state(session, existing_losers)
     for into, loser_channels in absorbed.channels.items():
         deltas.setdefault(into, _Delta()).channels.update(loser_channels)
+    for profile_id in locked:
+        versions.pop(profile_id, None)  # locked since before they were counted
     plan.profile_updates, plan.merged_away = _profile_updates(
         session,
         workspace_id,
