@@ -58,7 +58,6 @@ def _levels(*triples: tuple[str, float, float]) -> tuple[Level, ...]:
     return tuple(Level(label, m, u) for label, m, u in triples)
 
 
-NAME_LEVELS = ("exact", "jaro_winkler_0.92", "jaro_winkler_0.80", "different")
 DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "given_name",

@@ -261,8 +261,7 @@ def plan_events(
     }
     _plan_new_profiles(plan, graph.new_profiles, deltas, born, find)
     _plan_identifiers(plan, graph, by_id, known, latest, find)
-    absorbed = _absorbed_state(session, existing_losers)
-    for into, loser_channels in absorbed.channels.items():
+    for into, loser_channels in _absorbed_channels(session, existing_losers).items():
         deltas.setdefault(into, _Delta()).channels.update(loser_channels)
     for profile_id in locked:
         versions.pop(profile_id, None)  # locked since before they were counted
@@ -514,15 +513,9 @@ def _plan_identifiers(
     ]
 
 
-@dataclass
-class _Absorbed:
-    """What merged-away profiles hand to their survivors besides their profile row."""
-
-    channels: dict[str, Counter[str]] = field(default_factory=dict)
-
-
-def _absorbed_state(session: Session, losers: Mapping[str, str]) -> _Absorbed:
-    absorbed = _Absorbed()
+def _absorbed_channels(session: Session, losers: Mapping[str, str]) -> dict[str, Counter[str]]:
+    """The channel counts merged-away profiles hand to their survivors (survivor -> counts)."""
+    absorbed: dict[str, Counter[str]] = {}
     if not losers:
         return absorbed
     counts = CHANNEL_COUNTS.c
@@ -532,7 +525,7 @@ def _absorbed_state(session: Session, losers: Mapping[str, str]) -> _Absorbed:
         )
     )
     for profile_id, channel, count in rows:
-        absorbed.channels.setdefault(losers[profile_id], Counter())[channel] += count
+        absorbed.setdefault(losers[profile_id], Counter())[channel] += count
     return absorbed
 
 

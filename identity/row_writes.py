@@ -13,11 +13,11 @@ are constant and carry no values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.orm import Session
+
+from pipeline.db import json_text, sqlite_time
 
 _UPDATE_PROFILES = (
     "UPDATE profiles SET event_count = event_count + ?, first_seen_at = ?, last_seen_at = ?,"
@@ -41,19 +41,6 @@ _ADD_PROFILE_EVENTS = (
 )
 
 
-def stamp(value: datetime) -> str:
-    """A timestamp as :class:`pipeline.db.UTCDateTime` stores it on SQLite."""
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database")
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def _executemany(session: Session, statement: str, rows: Sequence[tuple[Any, ...]]) -> int:
     result = session.connection().exec_driver_sql(statement, list(rows))
     return int(result.rowcount)
@@ -68,13 +55,13 @@ def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: boo
             [
                 (
                     r["n"],
-                    stamp(r["first"]),
-                    stamp(r["last"]),
-                    stamp(r["now"]),
-                    _json(r["traits"]),
-                    _json(r["times"]),
+                    sqlite_time(r["first"]),
+                    sqlite_time(r["last"]),
+                    sqlite_time(r["now"]),
+                    json_text(r["traits"]),
+                    json_text(r["times"]),
                     r["pid"],
-                    stamp(r["seen"]),
+                    sqlite_time(r["seen"]),
                 )
                 for r in rows
             ],
@@ -85,11 +72,11 @@ def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: boo
         [
             (
                 r["n"],
-                stamp(r["first"]),
-                stamp(r["last"]),
-                stamp(r["now"]),
+                sqlite_time(r["first"]),
+                sqlite_time(r["last"]),
+                sqlite_time(r["now"]),
                 r["pid"],
-                stamp(r["seen"]),
+                sqlite_time(r["seen"]),
             )
             for r in rows
         ],
@@ -101,7 +88,7 @@ def touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
     _executemany(
         session,
         _TOUCH_IDENTIFIERS,
-        [(seen, r["rid"], seen) for r in rows for seen in (stamp(r["seen"]),)],
+        [(seen, r["rid"], seen) for r in rows for seen in (sqlite_time(r["seen"]),)],
     )
 
 
@@ -120,7 +107,7 @@ def add_profile_events(session: Session, rows: list[dict[str, Any]]) -> None:
         session,
         _ADD_PROFILE_EVENTS,
         [
-            (r["event_id"], r["workspace_id"], r["profile_id"], stamp(r["occurred_at"]))
+            (r["event_id"], r["workspace_id"], r["profile_id"], sqlite_time(r["occurred_at"]))
             for r in rows
         ],
     )

@@ -35,6 +35,7 @@ _PRIORITY = (
     "device_id",
     "anonymous_id",
 )
+_RANK = {kind: i for i, kind in enumerate(_PRIORITY)}
 _CHUNK = 2000
 
 _profile_events = sa.table(
@@ -88,8 +89,7 @@ def _backfill(bind: sa.Connection) -> None:
         found: list[dict[str, Any]] = []
         for event_id, workspace_id, identifiers, occurred_at in rows:
             ids = identifiers if isinstance(identifiers, dict) else json.loads(identifiers)
-            rank = {kind: i for i, kind in enumerate(_PRIORITY)}
-            for kind, value in sorted(ids.items(), key=lambda kv: rank.get(kv[0], len(rank))):
+            for kind, value in sorted(ids.items(), key=lambda kv: _RANK.get(kv[0], len(_RANK))):
                 profile_id = bind.execute(
                     owner_of, {"ws": workspace_id, "kind": kind, "value": value}
                 ).scalar()
