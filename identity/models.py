@@ -101,6 +101,9 @@ class ProfileMerge(Base):
     rule: Mapped[str] = mapped_column(String(64))
     evidence: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the unmerge (``identity_splits.id``) that recomputed this merge's cluster: the audit
+    #: stays, but the merge no longer describes the profile (the replay's merges do)
+    undone_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
 class IdentityConflict(Base):
@@ -164,6 +167,66 @@ class IdentityReview(Base):
     decided_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
+class IdentitySplit(Base):
+    """An unmerge: two sets of identifiers that must never again be in one profile.
+
+    Why a rule rather than a one-off edit: the next event carrying identifiers of both sides
+    would merge them again. Resolution reads the sides (:class:`IdentitySplitMember`) and
+    refuses any attachment or merge that would put both in one profile (a ``kept_apart``
+    conflict); replaying the log with the rule in place gives the unmerged graph.
+    """
+
+    __tablename__ = "identity_splits"
+    __table_args__ = (Index("ix_identity_splits_workspace", "workspace_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    #: the profile it was asked on, and what was split off: ``identifier`` or ``source``
+    profile_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    #: what the recomputation produced: profiles, events and identifiers on each side
+    result: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdentitySplitMember(Base):
+    """One identifier on one side (``a``: split off, ``b``: kept) of an unmerge."""
+
+    __tablename__ = "identity_split_members"
+    __table_args__ = (Index("ix_identity_split_members_key", "workspace_id", "kind", "value"),)
+
+    split_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("identity_splits.id"), primary_key=True, autoincrement=False
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    side: Mapped[str] = mapped_column(String(1))
+
+
+class ProfileChange(Base):
+    """A change to profiles other systems may want to hear of (``profile.unmerged``, …).
+
+    Why a table: the change is written in the transaction that makes it, so a subscriber
+    (downstream webhooks) reading this feed in id order never misses one and never hears
+    of one that was rolled back.
+    """
+
+    __tablename__ = "profile_changes"
+    __table_args__ = (Index("ix_profile_changes_workspace", "workspace_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    #: past tense, like events: ``profile.unmerged``, ``profile.erased``
+    type: Mapped[str] = mapped_column(String(64))
+    profile_id: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class ProfileChannelCount(Base):
     """How many events a profile has per channel."""
 
@@ -210,3 +273,6 @@ MERGES = cast(Table, ProfileMerge.__table__)
 CONFLICTS = cast(Table, IdentityConflict.__table__)
 MATCH_KEYS = cast(Table, MatchKey.__table__)
 REVIEWS = cast(Table, IdentityReview.__table__)
+SPLITS = cast(Table, IdentitySplit.__table__)
+SPLIT_MEMBERS = cast(Table, IdentitySplitMember.__table__)
+CHANGES = cast(Table, ProfileChange.__table__)
