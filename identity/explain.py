@@ -186,6 +186,7 @@ def _cluster_merges(session: Session, workspace_id: str, profile_id: str) -> lis
             .where(
                 ProfileMerge.workspace_id == workspace_id,
                 ProfileMerge.survivor_id.in_(sorted(frontier)),
+                ProfileMerge.undone_by.is_(None),  # an unmerge recomputed those
             )
             .order_by(ProfileMerge.id)
         ).all()

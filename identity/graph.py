@@ -22,6 +22,9 @@ rules can be read (and tested) on their own:
   order of strength of the identifier that found it, is merged in if the union breaks no
   limit, and recorded as a refused merge otherwise. The survivor of a merge is the older
   profile (profile ids are time-ordered), so a profile's id never changes under it.
+* An unmerge (:mod:`identity.unmerge`) leaves two sides of identifiers that must stay
+  apart: no attachment or merge puts identifiers of both sides in one profile (a
+  ``kept_apart`` conflict is recorded instead), whatever the limits would allow.
 
 Every decision keeps its evidence (event, identifiers), which becomes the merge audit and
 the identifiers' provenance that ``explain`` shows.
@@ -38,6 +41,8 @@ from identity.matching import CandidatePool
 
 Key = tuple[str, str]
 Held = dict[str, set[str]]
+#: an unmerge's id and the side (``a`` split off, ``b`` kept) an identifier is on
+Side = tuple[int, str]
 
 
 def key_text(key: Key) -> str:
@@ -86,7 +91,7 @@ class Review:
 class Conflict:
     """A join the limits refused."""
 
-    #: "merge_refused", "distinct_person" or "identifier_refused"
+    #: "merge_refused", "distinct_person", "identifier_refused" or "kept_apart"
     reason: str
     kind: str
     event_id: int
@@ -108,6 +113,8 @@ class BatchGraph:
     new_profile_id: Callable[[], str]
     #: identifiers flagged as shared by several people: ignored like blocked values
     shared: set[Key] = field(default_factory=set)
+    #: the unmerge sides each identifier is on (see :mod:`identity.unmerge`)
+    apart: Mapping[Key, frozenset[Side]] = field(default_factory=dict)
     #: candidates for probabilistic matching (None: matching is off)
     pool: CandidatePool | None = None
     reviews: list[Review] = field(default_factory=list)
@@ -244,6 +251,11 @@ class BatchGraph:
                     )
                 )
             return profile_id
+        if strongest not in self.owner and self._split_between(strongest, group) is not None:
+            # an unmerge put the event's strongest identifier apart from its only owner:
+            # the event goes with that identifier, as a profile of its own
+            self._kept_apart(strongest, group, event_id, found[0][1])
+            return self._found_profile([key for key in keys if key not in self.owner], event_id)
         for other, other_key in found[1:]:
             group = self._merge(group, other, event_id, lead_key, other_key)
         for key in keys:
@@ -257,8 +269,46 @@ class BatchGraph:
         self.founders[profile_id] = event_id
         self.held[profile_id] = {}
         for key in keys:
-            self._attach(key, profile_id, event_id, None)
+            if not self._kept_apart(key, profile_id, event_id, keys[0]):
+                self._attach(key, profile_id, event_id, None)
         return profile_id
+
+    def _sides(self, profile_id: str) -> set[Side]:
+        """The unmerge sides what a profile holds is on."""
+        sides: set[Side] = set()
+        for kind, values in self.held[profile_id].items():
+            for value in values:
+                sides |= self.apart.get((kind, value), frozenset())
+        return sides
+
+    @staticmethod
+    def _opposed(a: Iterable[Side], b: set[Side]) -> int | None:
+        """The unmerge that forbids joining sides ``a`` and ``b`` (None: none does)."""
+        for split_id, side in a:
+            if (split_id, "b" if side == "a" else "a") in b:
+                return split_id
+        return None
+
+    def _split_between(self, key: Key, group: str) -> int | None:
+        """The unmerge that forbids attaching ``key`` to ``group`` (None: none does)."""
+        sides = self.apart.get(key) if self.apart else None
+        return self._opposed(sides, self._sides(group)) if sides else None
+
+    def _kept_apart(self, key: Key, group: str, event_id: int, lead_key: Key) -> bool:
+        """Whether an unmerge forbids attaching ``key`` to ``group`` (recorded if so)."""
+        split_id = self._split_between(key, group)
+        if split_id is None:
+            return False
+        self.conflicts.append(
+            Conflict(
+                "kept_apart",
+                key[0],
+                event_id,
+                (group,),
+                {"identifier": key_text(key), "linked_by": key_text(lead_key), "split": split_id},
+            )
+        )
+        return True
 
     def _full(self, profile_id: str, kind: str) -> bool:
         return len(self.held[profile_id].get(kind, ())) >= self.config.limit(kind)
@@ -269,6 +319,8 @@ class BatchGraph:
         self.attachments.append(Attachment(key, profile_id, event_id, linked_by))
 
     def _attach_within_limit(self, key: Key, group: str, event_id: int, lead_key: Key) -> None:
+        if self._kept_apart(key, group, event_id, lead_key):
+            return
         kind = key[0]
         holding = self.held[group].get(kind, set())
         limit = self.config.limit(kind)
@@ -301,6 +353,22 @@ class BatchGraph:
     ) -> str:
         """Merge ``other`` into ``group`` if the limits allow; the profile that leads now."""
         self.ensure_held((group, other))
+        split_id = self._opposed(self._sides(group), self._sides(other)) if self.apart else None
+        if split_id is not None:
+            self.conflicts.append(
+                Conflict(
+                    "kept_apart",
+                    other_key[0] if other_key else "match",
+                    event_id,
+                    (group, other),
+                    {
+                        "identifiers": [key_text(k) for k in (lead_key, other_key) if k],
+                        "split": split_id,
+                        **({"match": dict(match)} if match else {}),
+                    },
+                )
+            )
+            return group
         over = self._over_limit(self.held[group], self.held[other])
         if over:
             kind, count = over

@@ -29,7 +29,17 @@ class Profile(Base):
     """A unified customer profile derived from the event log."""
 
     __tablename__ = "profiles"
-    __table_args__ = (UniqueConstraint("workspace_id", "id", name="uq_profiles_workspace_id"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "id", name="uq_profiles_workspace_id"),
+        # the profiles merged into one (an unmerge recomputes them all)
+        Index(
+            "ix_profiles_merged_into",
+            "workspace_id",
+            "merged_into",
+            sqlite_where=text("merged_into IS NOT NULL"),
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))

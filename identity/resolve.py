@@ -19,7 +19,7 @@ difference raises :class:`ConflictError` and the batch is planned again.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -33,6 +33,7 @@ from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.graph import BatchGraph, Held, key_text
 from identity.matching import MAX_BLOCK, CandidatePool, MatchModel, all_blocks, blocking_keys
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, PROFILES
+from identity.splits import split_sides
 from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
 from pipeline.db import in_list
 
@@ -200,11 +201,15 @@ def plan_events(
     lock: bool = False,
     now: datetime | None = None,
     config: IdentityConfig | None = None,
+    id_source: Callable[[], str] | None = None,
+    shared_keys: Collection[Key] = (),
 ) -> Plan:
     """Attach each event to a profile and compute the profiles' new state (reads only).
 
     ``lock`` takes row locks on the existing profiles (PostgreSQL ``FOR UPDATE``), for
-    callers that plan and write in one transaction.
+    callers that plan and write in one transaction. An unmerge replays with the ids its
+    profiles had (``id_source``) and the identifiers flagged shared before
+    (``shared_keys``), whose rows it recreates.
     """
     plan = Plan(workspace_id, now or utcnow())
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
@@ -221,8 +226,9 @@ def plan_events(
         config,
         owner={key: found.profile_id for key, found in known.items()},
         load_held=lambda ids: identifiers_held(session, ids, versions),
-        new_profile_id=new_profile_id,
-        shared={key for key, found in known.items() if found.sharing == SHARED},
+        new_profile_id=id_source or new_profile_id,
+        shared={key for key, found in known.items() if found.sharing == SHARED} | set(shared_keys),
+        apart=split_sides(session, workspace_id),
     )
     if config.matching is not None:
         graph.pool = _candidate_pool(session, workspace_id, config.matching, events, known)

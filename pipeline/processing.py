@@ -75,6 +75,17 @@ _EVENT_COLUMNS = (
 )
 
 
+def load_events(session: Session, event_ids: Sequence[int]) -> list[StoredEvent]:
+    """These events, in log order (an unmerge or a simulation replays them)."""
+    events: list[StoredEvent] = []
+    chosen = sorted(set(event_ids))
+    for start in range(0, len(chosen), 500):
+        query = select(*_EVENT_COLUMNS).where(EVENTS.c.id.in_(chosen[start : start + 500]))
+        events.extend(StoredEvent(*row) for row in session.execute(query))
+    events.sort(key=lambda event: event.id)
+    return events
+
+
 def load_batches(session: Session, batch_ids: Sequence[int], *, lock: bool) -> list[BatchWork]:
     """The still-queued batches among ``batch_ids`` with their events, one work per workspace.
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from identity.explain import explain
 from identity.reviews import STATUSES as REVIEW_STATUSES
 from identity.reviews import ReviewNotFound, decide, list_reviews
+from identity.unmerge import ProfileNotFound, unmerge
 from identity.views import list_conflicts, list_shared, set_sharing
 from pipeline import IngestResult, ValidationError, ingest, utcnow
 from pipeline.identifiers import normalize_identifier
@@ -47,6 +48,31 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view
+
+    @router.post("/v1/profiles/{profile_id}/unmerge")
+    async def post_unmerge(profile_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Problem(400, "Invalid JSON", "the body is not JSON", "body") from None
+        identifier, source, reason = _unmerge_request(body, region)
+        with db.write() as session:
+            try:
+                return unmerge(
+                    session,
+                    workspace,
+                    profile_id,
+                    identifier=identifier,
+                    source=source,
+                    reason=reason,
+                    requested_by=str(body.get("by") or "api")[:120],
+                    config=runtime.identity,
+                )
+            except ProfileNotFound as exc:
+                raise Problem(404, "Not Found", exc.message, "profile_id") from None
+            except ValidationError as exc:
+                raise Problem(422, "Nothing to unmerge", exc.message, exc.field) from None
 
     @router.get("/v1/identity/conflicts")
     def get_conflicts(
@@ -152,6 +178,27 @@ def _identifier(text: str, default_region: str) -> tuple[str, str]:
         return kind, normalize_identifier(kind, value, default_region)
     except ValueError as exc:
         raise Problem(400, "Invalid identifier", str(exc), "identifier") from None
+
+
+def _unmerge_request(
+    body: Any, region: str
+) -> tuple[tuple[str, str] | None, str | None, str | None]:
+    """``identifier`` (``KIND:VALUE``) or ``source``, and ``reason`` (raises :class:`Problem`)."""
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid unmerge", "the body must be a JSON object", "body")
+    identifier, source, reason = body.get("identifier"), body.get("source"), body.get("reason")
+    if (identifier is None) == (source is None):
+        raise Problem(
+            400, "Invalid unmerge", "send either identifier (KIND:VALUE) or source", "identifier"
+        )
+    if source is not None and (not isinstance(source, str) or not 1 <= len(source) <= 64):
+        raise Problem(400, "Invalid unmerge", "a string of 1 to 64 characters", "source")
+    if identifier is not None and not isinstance(identifier, str):
+        raise Problem(400, "Invalid unmerge", "KIND:VALUE as a string", "identifier")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise Problem(400, "Invalid unmerge", "a string of up to 500 characters", "reason")
+    key = _identifier(identifier, region) if identifier is not None else None
+    return key, source, reason
 
 
 def _link_touchpoint(body: Any) -> dict[str, Any]:

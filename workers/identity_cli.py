@@ -17,7 +17,7 @@ _workspace = click.option("--workspace", default="default", show_default=True)
 
 @click.group()
 def identity() -> None:
-    """Identity resolution: explain, refused joins, shared identifiers, reviews."""
+    """Identity resolution: explain, refused joins, shared identifiers, reviews, unmerge."""
 
 
 @identity.command("explain")
@@ -72,20 +72,13 @@ def shared_command(flag: str | None, allow: str | None, workspace: str) -> None:
     """List identifiers flagged as shared by several people, or decide about one."""
     from identity.views import list_shared, set_sharing
     from pipeline import HubError
-    from pipeline.identifiers import normalize_identifier
 
     runtime = load_runtime(migrate=False)
     if flag and allow:
         raise HubError("give --flag or --allow, not both")
     decided = flag or allow
     if decided:
-        kind, sep, value = decided.partition(":")
-        if not sep or not kind or not value:
-            raise HubError(f"{decided!r}: use KIND:VALUE")
-        try:
-            value = normalize_identifier(kind, value, runtime.settings.default_region)
-        except ValueError as exc:
-            raise HubError(f"{decided!r}: {exc}") from None
+        kind, value = _key(decided, runtime.settings.default_region)
         with runtime.db.write() as session:
             if not set_sharing(session, workspace, kind, value, shared=bool(flag)):
                 raise HubError(f"no profile holds {kind}:{value}")
@@ -146,3 +139,52 @@ def reviews_command(accept: int | None, reject: int | None, status: str, workspa
     for item in items:
         a, b = item["current_profile_ids"]
         click.echo(f"{item['id']}  p={item['probability']:.3f}  {a}  {b}")
+
+
+@identity.command("unmerge")
+@click.argument("profile_id")
+@click.option("--identifier", metavar="KIND:VALUE", help="Split this identifier off.")
+@click.option("--source", help="Split off what only this source's events carry.")
+@click.option("--reason", help="Why (kept with the audit record).")
+@_workspace
+@one_line_errors
+def unmerge_command(
+    profile_id: str, identifier: str | None, source: str | None, reason: str | None, workspace: str
+) -> None:
+    """Split PROFILE_ID: recompute it from the event log with that link forbidden."""
+    from identity.unmerge import unmerge
+    from pipeline import HubError
+
+    runtime = load_runtime(migrate=False)
+    if (identifier is None) == (source is None):
+        raise HubError("give --identifier KIND:VALUE or --source, one of them")
+    key = _key(identifier, runtime.settings.default_region) if identifier else None
+    with runtime.db.write() as session:
+        result = unmerge(
+            session,
+            workspace,
+            profile_id,
+            identifier=key,
+            source=source,
+            reason=reason,
+            requested_by="cli",
+            config=runtime.identity,
+        )
+    click.echo(f"split {result['split_id']}: {result['events']} events recomputed")
+    for part in result["profiles"]:
+        held = ", ".join(part["identifiers"]) or "-"
+        click.echo(f"  {part['id']}  {part['events']} events  {held}")
+
+
+def _key(text: str, default_region: str) -> tuple[str, str]:
+    """``KIND:VALUE`` normalized as ingest does (raises a one-line :class:`HubError`)."""
+    from pipeline import HubError
+    from pipeline.identifiers import normalize_identifier
+
+    kind, sep, value = text.partition(":")
+    if not sep or not kind or not value:
+        raise HubError(f"{text!r}: use KIND:VALUE")
+    try:
+        return kind, normalize_identifier(kind, value, default_region)
+    except ValueError as exc:
+        raise HubError(f"{text!r}: {exc}") from None

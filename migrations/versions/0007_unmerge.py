@@ -31,6 +31,13 @@ _TIME = pipeline.db.UTCDateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("profile_merges", schema=None) as batch_op:
         batch_op.add_column(sa.Column("undone_by", _ID, nullable=True))
+    op.create_index(
+        "ix_profiles_merged_into",
+        "profiles",
+        ["workspace_id", "merged_into"],
+        sqlite_where=sa.text("merged_into IS NOT NULL"),
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    )
     op.create_table(
         "identity_splits",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -83,5 +90,6 @@ def downgrade() -> None:
     op.drop_table("identity_split_members")
     op.drop_index("ix_identity_splits_workspace", table_name="identity_splits")
     op.drop_table("identity_splits")
+    op.drop_index("ix_profiles_merged_into", table_name="profiles")
     with op.batch_alter_table("profile_merges", schema=None) as batch_op:
         batch_op.drop_column("undone_by")

@@ -100,6 +100,33 @@ def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_
     missing = hub.cli("identity", "explain", "prof_nobody")
     assert missing.returncode == 2 and "no profile 'prof_nobody'" in missing.stderr
 
+    # the anonymous id was a shared kiosk's: an operator splits it off again
+    split = admin.post(
+        f"/v1/profiles/{profile}/unmerge",
+        json={"identifier": f"anonymous_id:{anon}", "reason": "kiosk", "by": "ops"},
+    )
+    assert split.status_code == 200, split.text
+    assert split.json()["events"] == 3 and len(split.json()["split_off"]) == 1
+    kept = admin.get(f"/v1/profiles/{profile}").json()
+    assert {f"{i['kind']}:{i['value']}" for i in kept["identifiers"]} == {
+        f"user_id:{user}",
+        f"email:a-{t}@x.io",
+    }
+    kiosk = admin.get("/v1/profiles", params={"identifier": f"anonymous_id:{anon}"}).json()
+    assert kiosk["id"] == split.json()["split_off"][0] != profile
+    for body, status, field in (
+        ({}, 400, "identifier"),
+        ({"identifier": "anonymous_id"}, 400, "identifier"),
+        ({"identifier": f"anonymous_id:{anon}"}, 422, "identifier"),  # no longer held
+        ({"source": "nowhere"}, 422, "source"),
+    ):
+        refused_split = admin.post(f"/v1/profiles/{profile}/unmerge", json=body)
+        assert (refused_split.status_code, refused_split.json()["field"]) == (status, field)
+    gone = admin.post("/v1/profiles/prof_nobody/unmerge", json={"source": "x"})
+    assert gone.status_code == 404
+    cli_split = hub.cli("identity", "unmerge", profile, "--identifier", "user_id")
+    assert cli_split.returncode == 2 and "use KIND:VALUE" in cli_split.stderr
+
 
 def test_shared_identifiers_are_listed_and_operators_decide(
     hub_factory: Callable[..., Hub],
