@@ -16,6 +16,7 @@ The file is YAML (``ECRM_IDENTITY_CONFIG``)::
     default_limit: 10          # kinds not listed
     shared_after: 2            # seen on more distinct people than this: flagged as shared
     matching: {enabled: true, upper: 0.99, lower: 0.80, min_fields: 3}
+    email_rules: [gmail]       # or rules of your own (see identity.email_rules); none by default
     blocked:
       email: ["test@.*", "info@shop\\\\.example"]   # full-match regular expressions
       phone: ["\\\\+1?0+"]
@@ -33,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from identity.email_rules import GMAIL, NO_RULES, EmailRule, EmailRules
 from identity.matching import MatchModel
 from pipeline.errors import HubError
 
@@ -96,6 +98,20 @@ class _Matching(BaseModel):
         return self
 
 
+class _EmailRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domains: list[str] = Field(min_length=1)
+    canonical_domain: str | None = None
+    ignore_dots: bool = False
+    ignore_plus_tags: bool = False
+
+    @field_validator("domains")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [domain.strip().casefold() for domain in value]
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +121,17 @@ class _File(BaseModel):
     blocked: dict[str, list[str]] | None = None
     shared_after: int = Field(default=DEFAULT_SHARED_AFTER, ge=1)
     matching: _Matching = Field(default_factory=lambda: _Matching())
+    email_rules: list[_EmailRule] = Field(default_factory=list)
+
+    @field_validator("email_rules", mode="before")
+    @classmethod
+    def _presets(cls, value: Any) -> Any:
+        """``gmail`` is short for the Gmail rule."""
+        return (
+            [GMAIL if item == "gmail" else item for item in value]
+            if isinstance(value, list)
+            else value
+        )
 
     @field_validator("limits")
     @classmethod
@@ -135,6 +162,11 @@ class IdentityConfig:
     blocked: Mapping[str, tuple[re.Pattern[str], ...]] = field(
         default_factory=lambda: _compile(DEFAULT_BLOCKED)
     )
+    #: provider rules: the spelling of an address resolution compares (none by default)
+    email_rules: EmailRules = NO_RULES
+    #: the tombstone key when events carrying an erased person's identifiers are suppressed
+    #: (``ECRM_ERASURE_SUPPRESS``, see :mod:`identity.tombstones`); None: resolved as usual
+    suppress_erased_key: bytes | None = field(default=None, repr=False)
     _ranks: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +179,10 @@ class IdentityConfig:
     def rank(self, kind: str) -> int:
         """Position in the priority list; kinds not listed come last."""
         return self._ranks.get(kind, len(self.priority))
+
+    def canonical(self, kind: str, value: str) -> str:
+        """The value resolution compares (a normalized email under the provider rules)."""
+        return self.email_rules.canonical(value) if kind == "email" else value
 
     def is_blocked(self, kind: str, value: str) -> bool:
         """Whether a normalized value may never identify anyone."""
@@ -182,6 +218,17 @@ class IdentityConfig:
             if parsed.matching.enabled
             else None,
             blocked=blocked,
+            email_rules=EmailRules.of(
+                [
+                    EmailRule(
+                        tuple(rule.domains),
+                        rule.canonical_domain.casefold() if rule.canonical_domain else None,
+                        rule.ignore_dots,
+                        rule.ignore_plus_tags,
+                    )
+                    for rule in parsed.email_rules
+                ]
+            ),
         )
 
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -30,9 +30,11 @@ from uuid6 import uuid7
 
 from identity import merge_writes, pg_writes, row_writes
 from identity.config import DEFAULT_PRIORITY, IdentityConfig
+from identity.email_rules import NO_RULES, EmailRules
 from identity.graph import BatchGraph, Held, key_text
 from identity.matching import MAX_BLOCK, CandidatePool, MatchModel, all_blocks, blocking_keys
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, PROFILES
+from identity.tombstones import suppress_erased
 from identity.splits import split_sides
 from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
 from pipeline.db import in_list
@@ -212,8 +214,16 @@ def plan_events(
     (``shared_keys``), whose rows it recreates.
     """
     plan = Plan(workspace_id, now or utcnow())
+    config = config or _DEFAULT_CONFIG
+    if config.email_rules.by_domain:  # the graph compares addresses in canonical form
+        events = [
+            replace(event, identifiers=config.email_rules.identifiers(event.identifiers))
+            for event in events
+        ]
+    # erasure: events carrying an erased person's identifiers join no one (when configured)
+    events, suppressed = suppress_erased(session, workspace_id, events, config)
     keys = {(kind, value) for event in events for kind, value in event.identifiers.items()}
-    keys |= {key for event in events for key in link_keys(event)}
+    keys |= {key for event in events for key in link_keys(event, config.email_rules)}
     known = owners_of(session, workspace_id, keys)
     locking = lock and session.get_bind().dialect.name == "postgresql"
     locked = {found.profile_id for found in known.values()} if locking else set()
@@ -221,7 +231,6 @@ def plan_events(
         _lock_profiles(session, workspace_id, locked)
     # what other profiles held when counted is checked at write time (their updated_at)
     versions: dict[str, datetime] = {}
-    config = config or _DEFAULT_CONFIG
     graph = BatchGraph(
         config,
         owner={key: found.profile_id for key, found in known.items()},
@@ -230,6 +239,7 @@ def plan_events(
         shared={key for key, found in known.items() if found.sharing == SHARED} | set(shared_keys),
         apart=split_sides(session, workspace_id),
     )
+    graph.conflicts.extend(suppressed)  # erasure: listed, never dropped silently
     if config.matching is not None:
         graph.pool = _candidate_pool(session, workspace_id, config.matching, events, known)
         graph.ensure_held(graph.pool.values)  # one read for every candidate, not one each
@@ -237,7 +247,7 @@ def plan_events(
     assigned: list[tuple[StoredEvent, str]] = []
     latest: dict[Key, datetime] = {}
     for event in events:
-        links = link_keys(event)
+        links = link_keys(event, config.email_rules)
         profile_id = graph.resolve(event.id, event.identifiers, event.traits, links)
         for key in [*event.identifiers.items(), *links]:
             if event.occurred_at > latest.get(key, event.occurred_at - _TICK):
@@ -337,7 +347,7 @@ def plan_events(
     return plan
 
 
-def link_keys(event: StoredEvent) -> list[Key]:
+def link_keys(event: StoredEvent, rules: EmailRules = NO_RULES) -> list[Key]:
     """Identifiers an ``identity.linked`` event names beside its own (``kind:value``)."""
     if event.type != "identity.linked":
         return []
@@ -348,7 +358,7 @@ def link_keys(event: StoredEvent) -> list[Key]:
     for text in named[:50]:
         kind, sep, value = str(text).partition(":")
         if sep and kind and value:
-            keys.append((kind, value))
+            keys.append((kind, rules.canonical(value) if kind == "email" else value))
     return keys
 
 

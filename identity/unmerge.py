@@ -107,12 +107,13 @@ def unmerge(
         raise ProfileNotFound("profile_id", f"no profile {profile_id!r}")
     cluster = _read_cluster(session, workspace_id, profile.id)
     if identifier is not None:
+        identifier = (identifier[0], config.canonical(*identifier))
         mode, target = "identifier", key_text(identifier)
         side_a, side_b, bridging = _identifier_sides(cluster, identifier)
     else:
         assert source is not None
         mode, target = "source", source
-        side_a, side_b, bridging = _source_sides(session, cluster, source)
+        side_a, side_b, bridging = _source_sides(session, cluster, source, config)
     now = utcnow()
     split_id = add_split(
         session,
@@ -204,7 +205,7 @@ def _identifier_sides(cluster: _Cluster, identifier: Key) -> tuple[set[Key], set
 
 
 def _source_sides(
-    session: Session, cluster: _Cluster, source: str
+    session: Session, cluster: _Cluster, source: str, config: IdentityConfig
 ) -> tuple[set[Key], set[Key], set[Key]]:
     ids = [event.id for event in cluster.events]
     from_source: set[int] = set()
@@ -223,7 +224,8 @@ def _source_sides(
     theirs: set[Key] = set()
     others: set[Key] = set()
     for event in cluster.events:
-        keys = {*event.identifiers.items(), *link_keys(event)} & held
+        own = config.email_rules.identifiers(event.identifiers).items()
+        keys = {*own, *link_keys(event, config.email_rules)} & held
         (theirs if event.id in from_source else others).update(keys)
     side_a, side_b = theirs - others, held - (theirs - others)
     if not side_a:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from identity.config import IdentityConfig
 from identity.models import (
     IdentityConflict,
     Profile,
@@ -25,10 +26,20 @@ _MAX_REDIRECTS = 16
 
 
 def find_profile_id(
-    session: Session, workspace_id: str, kind: str, value: str, default_region: str
+    session: Session,
+    workspace_id: str,
+    kind: str,
+    value: str,
+    default_region: str,
+    config: IdentityConfig | None = None,
 ) -> str | None:
-    """The profile owning identifier ``kind:value`` (normalized first); raises ValueError."""
+    """The profile owning identifier ``kind:value`` (normalized first); raises ValueError.
+
+    With ``config``, the value is compared as resolution compares it (email provider rules).
+    """
     normalized = normalize_identifier(kind, value, default_region)
+    if config is not None:
+        normalized = config.canonical(kind, normalized)
     return session.scalars(
         select(ProfileIdentifier.profile_id).where(
             ProfileIdentifier.workspace_id == workspace_id,

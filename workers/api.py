@@ -336,7 +336,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Problem(400, "Invalid query", "use identifier=KIND:VALUE", "identifier")
         with db.read() as session:
             try:
-                found = find_profile_id(session, workspace, kind, value, settings.default_region)
+                found = find_profile_id(
+                    session, workspace, kind, value, settings.default_region, runtime.identity
+                )
             except ValueError as exc:
                 raise Problem(400, "Invalid query", str(exc), "identifier") from None
             view = profile_view(session, workspace, found) if found else None

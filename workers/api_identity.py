@@ -103,6 +103,7 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
         if not isinstance(body, dict) or not isinstance(body.get("shared"), bool):
             raise Problem(400, "Invalid body", 'send {"shared": true|false}', "shared")
         kind, value = _identifier(identifier, runtime.settings.default_region)
+        value = runtime.identity.canonical(kind, value)
         with db.write() as session:
             found = set_sharing(session, workspace, kind, value, shared=body["shared"])
         if not found:

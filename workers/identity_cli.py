@@ -79,6 +79,7 @@ def shared_command(flag: str | None, allow: str | None, workspace: str) -> None:
     decided = flag or allow
     if decided:
         kind, value = _key(decided, runtime.settings.default_region)
+        value = runtime.identity.canonical(kind, value)
         with runtime.db.write() as session:
             if not set_sharing(session, workspace, kind, value, shared=bool(flag)):
                 raise HubError(f"no profile holds {kind}:{value}")
