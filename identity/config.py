@@ -15,6 +15,7 @@ The file is YAML (``ECRM_IDENTITY_CONFIG``)::
     limits: {customer_id: 1, loyalty_card: 1, email: 5, phone: 3}
     default_limit: 10          # kinds not listed
     shared_after: 2            # seen on more distinct people than this: flagged as shared
+    trait_sources: [crm-import, pos]   # their traits win over other sources' (newest wins)
     matching: {enabled: true, upper: 0.99, lower: 0.80, min_fields: 3}
     email_rules: [gmail]       # or rules of your own (see identity.email_rules); none by default
     blocked:
@@ -90,12 +91,37 @@ class _Matching(BaseModel):
     upper: float = Field(default=0.99, gt=0, lt=1)
     lower: float = Field(default=0.80, gt=0, lt=1)
     min_fields: int = Field(default=3, ge=2)
+    #: probability that two blocked candidates are one person before any field is
+    #: compared (default 1/501, odds of 1 in 500)
+    prior: float | None = Field(default=None, gt=0, lt=1)
+    #: field -> level -> [m, u] (``ecrm identity estimate`` writes them); others: defaults
+    fields: dict[str, dict[str, tuple[float, float]]] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_levels(
+        cls, value: dict[str, dict[str, tuple[float, float]]]
+    ) -> dict[str, dict[str, tuple[float, float]]]:
+        MatchModel.configured(fields=value)  # names the field or level at fault
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> _Matching:
         if self.lower > self.upper:
             raise ValueError("lower must not be above upper")
         return self
+
+    def model(self) -> MatchModel | None:
+        """The matcher this section describes (None: matching is off)."""
+        if not self.enabled:
+            return None
+        return MatchModel.configured(
+            fields=self.fields,
+            prior_probability=self.prior,
+            upper=self.upper,
+            lower=self.lower,
+            min_fields=self.min_fields,
+        )
 
 
 class _EmailRule(BaseModel):
@@ -120,6 +146,7 @@ class _File(BaseModel):
     default_limit: int = Field(default=DEFAULT_LIMIT, ge=1)
     blocked: dict[str, list[str]] | None = None
     shared_after: int = Field(default=DEFAULT_SHARED_AFTER, ge=1)
+    trait_sources: list[str] = Field(default_factory=list)
     matching: _Matching = Field(default_factory=lambda: _Matching())
     email_rules: list[_EmailRule] = Field(default_factory=list)
 
@@ -157,6 +184,8 @@ class IdentityConfig:
     limits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_LIMITS)
     default_limit: int = DEFAULT_LIMIT
     shared_after: int = DEFAULT_SHARED_AFTER
+    #: sources whose traits win over others', strongest first (see identity.traits)
+    trait_sources: tuple[str, ...] = ()
     #: probabilistic matching of records no identifier places (None: off)
     matching: MatchModel | None = field(default_factory=MatchModel)
     blocked: Mapping[str, tuple[re.Pattern[str], ...]] = field(
@@ -168,9 +197,17 @@ class IdentityConfig:
     #: (``ECRM_ERASURE_SUPPRESS``, see :mod:`identity.tombstones`); None: resolved as usual
     suppress_erased_key: bytes | None = field(default=None, repr=False)
     _ranks: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    _source_ranks: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ranks", {kind: i for i, kind in enumerate(self.priority)})
+        object.__setattr__(
+            self, "_source_ranks", {source: i for i, source in enumerate(self.trait_sources)}
+        )
+
+    def source_rank(self, source: str) -> int:
+        """A source's place in ``trait_sources`` (lower wins); unlisted ones come last."""
+        return self._source_ranks.get(source, len(self.trait_sources))
 
     def limit(self, kind: str) -> int:
         """How many identifiers of ``kind`` one profile may hold."""
@@ -210,13 +247,8 @@ class IdentityConfig:
             limits=MappingProxyType({**DEFAULT_LIMITS, **parsed.limits}),
             default_limit=parsed.default_limit,
             shared_after=parsed.shared_after,
-            matching=MatchModel(
-                upper=parsed.matching.upper,
-                lower=parsed.matching.lower,
-                min_fields=parsed.matching.min_fields,
-            )
-            if parsed.matching.enabled
-            else None,
+            trait_sources=tuple(parsed.trait_sources),
+            matching=parsed.matching.model(),
             blocked=blocked,
             email_rules=EmailRules.of(
                 [
@@ -241,7 +273,8 @@ class IdentityConfig:
         except OSError as exc:
             raise IdentityConfigError(f"{path}: cannot read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise IdentityConfigError(f"{path}: not YAML: {exc}") from None
+            # one line: PyYAML's message spans several, with a caret under the spot
+            raise IdentityConfigError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
         return cls.from_mapping(data, source=str(path))
 
 

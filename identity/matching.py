@@ -10,8 +10,10 @@ the evidence is the sum of log2(m/u) over the fields, plus the prior odds of a m
 among blocked candidates. The probability is ``1 / (1 + 2^-(prior + weight))``.
 
 The default m/u values are set for person records of the kind shops collect (names with
-typos, swapped given name and surname, dates with one digit wrong); they can be
-overridden per field in the identity configuration. Above ``upper`` the profiles merge
+typos, swapped given name and surname, dates with one digit wrong). The identity
+configuration can replace the m/u of any field's levels and the prior
+(:func:`configured_fields`, :func:`prior_from_probability`), for instance with the values
+:mod:`identity.estimate` learns from the hub's own records. Above ``upper`` the profiles merge
 (audited with every field's level and weight); between ``lower`` and ``upper`` a review
 item waits for a person; below, the records stay apart.
 """
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jellyfish
@@ -147,6 +149,70 @@ GROUP_CAPS: Mapping[str, float] = {"address": 14.0}
 DEFAULT_PRIOR = math.log2(1 / 500)
 #: a block naming more profiles than this says little: it is not used to find candidates
 MAX_BLOCK = 60
+#: how far a configured field's m (or u) probabilities may sum away from 1
+SUM_TOLERANCE = 0.01
+
+
+def prior_from_probability(probability: float) -> float:
+    """The prior (log2 odds) of a probability that two blocked candidates are one person."""
+    if not 0.0 < probability < 1.0:
+        raise ValueError("a prior probability is between 0 and 1 (exclusive)")
+    return float(math.log2(probability / (1.0 - probability)))
+
+
+def probability_from_prior(prior: float) -> float:
+    """The probability a prior in log2 odds stands for (the inverse of the above)."""
+    return 1.0 / (1.0 + math.pow(2.0, -prior))
+
+
+def configured_fields(
+    overrides: Mapping[str, Mapping[str, Sequence[float]]],
+    base: Sequence[FieldSpec] = DEFAULT_FIELDS,
+) -> tuple[FieldSpec, ...]:
+    """``base`` with the m/u of the fields in ``overrides`` (field -> level -> [m, u]).
+
+    A field given lists every one of its levels, each m and u strictly between 0 and 1,
+    its m summing to 1 (so do its u, both within :data:`SUM_TOLERANCE`); fields not given
+    keep their levels. Raises :class:`ValueError` naming the key at fault.
+    """
+    by_name = {spec.name: spec for spec in base}
+    for name in overrides:
+        if name not in by_name:
+            raise ValueError(f"{name}: unknown field; the fields are {', '.join(by_name)}")
+    specs = []
+    for spec in base:
+        given = overrides.get(spec.name)
+        if given is None:
+            specs.append(spec)
+            continue
+        labels = [level.label for level in spec.levels]
+        for label in given:
+            if label not in labels:
+                raise ValueError(
+                    f"{spec.name}.{label}: unknown level; {spec.name} has {', '.join(labels)}"
+                )
+        missing = [label for label in labels if label not in given]
+        if missing:
+            raise ValueError(
+                f"{spec.name}: level {missing[0]} missing (give all of {', '.join(labels)})"
+            )
+        levels = []
+        for label in labels:
+            pair = tuple(given[label])
+            if len(pair) != 2 or not all(0.0 < p < 1.0 for p in pair):
+                raise ValueError(
+                    f"{spec.name}.{label}: give [m, u], each between 0 and 1 (exclusive)"
+                )
+            levels.append(Level(label, float(pair[0]), float(pair[1])))
+        for which, total in (
+            ("m", sum(level.m for level in levels)),
+            ("u", sum(level.u for level in levels)),
+        ):
+            if abs(total - 1.0) > SUM_TOLERANCE:
+                raise ValueError(f"{spec.name}: its {which} values sum to {total:.4g}, not 1")
+        specs.append(replace(spec, levels=tuple(levels)))
+    return tuple(specs)
+
 
 #: Segment's address trait's keys, as the fields above name them
 _SEGMENT_ADDRESS: Mapping[str, str] = {
@@ -154,6 +220,8 @@ _SEGMENT_ADDRESS: Mapping[str, str] = {
     "city": "suburb",
     "postalCode": "postcode",
 }
+#: the fields a swapped-names slip crosses (see ``MatchModel.swapped_names``)
+_NAMES = ("given_name", "surname")
 _SPACES = re.compile(r"\s+")
 _NOT_DIGIT = re.compile(r"\D")
 _NOT_CODE = re.compile(r"[\s\-./]")
@@ -220,16 +288,39 @@ class MatchModel:
         """Enough to compare: a name and ``min_fields`` fields in all."""
         return len(values) >= self.min_fields and ("surname" in values or "given_name" in values)
 
-    def _prefer_swapped_names(
-        self,
-        a: Mapping[str, str],
-        b: Mapping[str, str],
-        total: float,
-        found: dict[str, dict[str, Any]],
-    ) -> float:
-        """Score given name and surname crossed when that fits better (a data-entry slip).
+    @classmethod
+    def configured(
+        cls,
+        *,
+        fields: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        prior_probability: float | None = None,
+        upper: float = 0.99,
+        lower: float = 0.80,
+        min_fields: int = 3,
+    ) -> MatchModel:
+        """The default model with configured m/u per field level (see :func:`configured_fields`)
+        and prior (a probability); raises :class:`ValueError` naming the key at fault."""
+        return cls(
+            fields=configured_fields(fields or {}),
+            prior=DEFAULT_PRIOR
+            if prior_probability is None
+            else prior_from_probability(prior_probability),
+            upper=upper,
+            lower=lower,
+            min_fields=min_fields,
+        )
 
-        ``found`` is updated in place with the crossed levels when they are used.
+    @property
+    def prior_probability(self) -> float:
+        """The prior as a probability (what the configuration's ``prior`` gives)."""
+        return probability_from_prior(self.prior)
+
+    def swapped_names(self, a: Mapping[str, str], b: Mapping[str, str]) -> tuple[int, int] | None:
+        """Levels of given name and surname compared crossed, when that fits better.
+
+        A data-entry slip puts the given name in the surname's box: when both records
+        have both names and crossing them weighs more than comparing them straight, the
+        crossed levels (given name's, surname's) are returned; otherwise None.
         """
         ga, sa, gb, sb = (
             a.get("given_name"),
@@ -238,29 +329,19 @@ class MatchModel:
             b.get("surname"),
         )
         if ga is None or sa is None or gb is None or sb is None:
-            return total
+            return None
         given, surname = self._by_alias["given_name"], self._by_alias["surname"]
-        crossed_given = given.levels[_level(given, ga, sb)]
-        crossed_surname = surname.levels[_level(surname, sa, gb)]
-        crossed = crossed_given.weight + crossed_surname.weight
+        crossed = level_of(given, ga, sb), level_of(surname, sa, gb)
+        crossed_weight = given.levels[crossed[0]].weight + surname.levels[crossed[1]].weight
         straight = (
-            given.levels[_level(given, ga, gb)].weight
-            + surname.levels[_level(surname, sa, sb)].weight
+            given.levels[level_of(given, ga, gb)].weight
+            + surname.levels[level_of(surname, sa, sb)].weight
         )
-        if crossed <= straight:
-            return total
-        found["given_name"] = {
-            "level": f"{crossed_given.label}_swapped",
-            "weight": round(crossed_given.weight, 3),
-        }
-        found["surname"] = {
-            "level": f"{crossed_surname.label}_swapped",
-            "weight": round(crossed_surname.weight, 3),
-        }
-        return total - straight + crossed
+        return crossed if crossed_weight > straight else None
 
     def compare(self, a: Mapping[str, str], b: Mapping[str, str], profile_id: str) -> Candidate:
         """Fellegi-Sunter weight of two records (missing values add nothing)."""
+        swapped = self.swapped_names(a, b)
         total = 0.0
         agreeing: dict[str, float] = {}
         found: dict[str, dict[str, Any]] = {}
@@ -268,15 +349,19 @@ class MatchModel:
             left, right = a.get(spec.name), b.get(spec.name)
             if left is None or right is None:
                 continue
-            level = spec.levels[_level(spec, left, right)]
+            suffix = ""
+            if swapped is not None and spec.name in _NAMES:
+                index, suffix = swapped[_NAMES.index(spec.name)], "_swapped"
+            else:
+                index = level_of(spec, left, right)
+            level = spec.levels[index]
             if spec.group is not None and spec.group in GROUP_CAPS and level.weight > 0:
                 agreeing[spec.group] = agreeing.get(spec.group, 0.0) + level.weight
             else:
                 total += level.weight
-            found[spec.name] = {"level": level.label, "weight": round(level.weight, 3)}
+            found[spec.name] = {"level": level.label + suffix, "weight": round(level.weight, 3)}
         for group, weight in agreeing.items():
             total += min(weight, GROUP_CAPS[group])
-        total = self._prefer_swapped_names(a, b, total, found)
         score = self.prior + total
         probability = 1.0 / (1.0 + 2.0 ** (-score)) if score > -1000 else 0.0
         return Candidate(profile_id, probability, total, found)
@@ -291,8 +376,8 @@ def _clean(comparator: str, raw: str) -> str:
     return text
 
 
-def _level(spec: FieldSpec, a: str, b: str) -> int:
-    """Index of the level two values fall in (the last level means different)."""
+def level_of(spec: FieldSpec, a: str, b: str) -> int:
+    """Index in ``spec.levels`` of the level two values fall in (the last means different)."""
     if a == b:
         return 0
     kind = spec.comparator
@@ -385,6 +470,9 @@ def all_blocks(records: Iterable[Mapping[str, str]]) -> set[str]:
 
 __all__ = [
     "DEFAULT_FIELDS",
+    "DEFAULT_PRIOR",
+    "GROUP_CAPS",
+    "MAX_BLOCK",
     "Candidate",
     "CandidatePool",
     "FieldSpec",
@@ -392,4 +480,8 @@ __all__ = [
     "MatchModel",
     "all_blocks",
     "blocking_keys",
+    "configured_fields",
+    "level_of",
+    "prior_from_probability",
+    "probability_from_prior",
 ]

@@ -46,6 +46,10 @@ class Profile(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     #: per trait, the ``occurred_at`` (ISO) of the event that set it: most recent wins
     trait_times: Mapped[dict[str, str]] = mapped_column(JsonDoc)
+    #: per trait, the source of the event that set it (source priority, see identity.traits)
+    trait_sources: Mapped[dict[str, str]] = mapped_column(
+        JsonDoc, default=dict, server_default=text("'{}'")
+    )
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event_count: Mapped[int] = mapped_column(Integer, default=0)

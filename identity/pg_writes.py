@@ -25,9 +25,11 @@ _UPDATE_PROFILES = text(
 )
 _UPDATE_PROFILES_WITH_TRAITS = text(
     "UPDATE profiles AS p SET event_count = p.event_count + u.n, first_seen_at = u.first,"
-    " last_seen_at = u.last, updated_at = u.now, traits = u.traits, trait_times = u.times"
+    " last_seen_at = u.last, updated_at = u.now, traits = u.traits, trait_times = u.times,"
+    " trait_sources = u.sources"
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(pid text, seen timestamptz, n int,"
-    " first timestamptz, last timestamptz, now timestamptz, traits jsonb, times jsonb)"
+    " first timestamptz, last timestamptz, now timestamptz, traits jsonb, times jsonb,"
+    " sources jsonb)"
     " WHERE p.id = u.pid AND p.updated_at = u.seen"
 )
 _TOUCH_IDENTIFIERS = text(

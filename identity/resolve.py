@@ -34,8 +34,9 @@ from identity.email_rules import NO_RULES, EmailRules
 from identity.graph import BatchGraph, Held, key_text
 from identity.matching import MAX_BLOCK, CandidatePool, MatchModel, all_blocks, blocking_keys
 from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, PROFILES
-from identity.tombstones import suppress_erased
 from identity.splits import split_sides
+from identity.tombstones import suppress_erased
+from identity.traits import TraitUpdate, as_updates, merge_traits
 from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
 from pipeline.db import in_list
 
@@ -64,7 +65,7 @@ class _Delta:
     first: datetime | None = None
     last: datetime | None = None
     channels: Counter[str] = field(default_factory=Counter)
-    trait_updates: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    trait_updates: list[TraitUpdate] = field(default_factory=list)
 
     def add(self, event: StoredEvent) -> None:
         self.count += 1
@@ -72,34 +73,7 @@ class _Delta:
         self.first = event.occurred_at if self.first is None else min(self.first, event.occurred_at)
         self.last = event.occurred_at if self.last is None else max(self.last, event.occurred_at)
         if event.traits:
-            self.trait_updates.append((event.occurred_at, event.traits))
-
-
-def merge_traits(
-    traits: dict[str, Any],
-    trait_times: dict[str, str],
-    updates: Iterable[tuple[datetime, dict[str, Any]]],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Most recent wins per trait, judged by when the event happened (not when it arrived)."""
-    traits, trait_times = dict(traits), dict(trait_times)
-    for occurred_at, values in sorted(updates, key=lambda item: item[0]):
-        stamp = occurred_at.isoformat()
-        for name, value in values.items():
-            if trait_times.get(name, "") <= stamp:
-                traits[name] = value
-                trait_times[name] = stamp
-    return traits, trait_times
-
-
-def as_updates(
-    traits: Mapping[str, Any], times: Mapping[str, str]
-) -> list[tuple[datetime, dict[str, Any]]]:
-    """A profile's traits as the timed updates :func:`merge_traits` takes (to merge two)."""
-    return [
-        (datetime.fromisoformat(times[name]), {name: value})
-        for name, value in traits.items()
-        if name in times
-    ]
+            self.trait_updates.append(TraitUpdate(event.occurred_at, event.traits, event.source))
 
 
 class Owner(NamedTuple):
@@ -275,7 +249,7 @@ def plan_events(
     existing_losers = {
         m.merged_id: find(m.merged_id) for m in graph.merges if m.merged_id not in new
     }
-    _plan_new_profiles(plan, graph.new_profiles, deltas, born, find)
+    _plan_new_profiles(plan, graph.new_profiles, deltas, born, find, config.source_rank)
     _plan_identifiers(plan, graph, by_id, known, latest, find)
     for into, loser_channels in _absorbed_channels(session, existing_losers).items():
         deltas.setdefault(into, _Delta()).channels.update(loser_channels)
@@ -290,6 +264,7 @@ def plan_events(
         versions,
         lock=lock,
         now=plan.now,
+        rank=config.source_rank,
     )
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
@@ -456,18 +431,22 @@ def _newly_shared(
         owner = known.get((kind, value))
         if owner is None or owner.sharing is not None:
             continue  # already flagged, or an operator said it is one person's
-        earlier = session.execute(
-            select(CONFLICTS.c.profile_ids).where(
-                CONFLICTS.c.workspace_id == plan.workspace_id,
-                CONFLICTS.c.identifier == text,
-                CONFLICTS.c.reason.in_(SHARING_REASONS),
-            )
-        )
-        for (ids,) in earlier:
-            profiles.update(ids)
+        profiles |= people_sharing(session, plan.workspace_id, text)
         if len(profiles | {owner.profile_id}) > config.shared_after:
             flagged.append((kind, value))
     return flagged
+
+
+def people_sharing(session: Session, workspace_id: str, identifier: str) -> set[str]:
+    """The profiles earlier conflicts found sharing ``kind:value`` (as recorded then)."""
+    earlier = session.execute(
+        select(CONFLICTS.c.profile_ids).where(
+            CONFLICTS.c.workspace_id == workspace_id,
+            CONFLICTS.c.identifier == identifier,
+            CONFLICTS.c.reason.in_(SHARING_REASONS),
+        )
+    )
+    return {pid for (ids,) in earlier for pid in ids}
 
 
 def _plan_new_profiles(
@@ -476,18 +455,22 @@ def _plan_new_profiles(
     deltas: Mapping[str, _Delta],
     born: Mapping[str, datetime],
     find: Any,
+    rank: Callable[[str], int],
 ) -> None:
     """Rows for the batch's new profiles; one merged within the batch is born merged."""
     for profile_id in new_ids:
         final = find(profile_id)
         delta = deltas.get(profile_id) if final == profile_id else None
-        traits, times = merge_traits({}, {}, delta.trait_updates if delta else ())
+        traits, times, sources = merge_traits(
+            {}, {}, delta.trait_updates if delta else (), rank=rank
+        )
         plan.new_profiles.append(
             {
                 "id": profile_id,
                 "workspace_id": plan.workspace_id,
                 "traits": traits,
                 "trait_times": times,
+                "trait_sources": sources,
                 "first_seen_at": delta.first if delta else born[profile_id],
                 "last_seen_at": delta.last if delta else born[profile_id],
                 "event_count": delta.count if delta else 0,
@@ -607,11 +590,12 @@ def _profile_updates(
     *,
     lock: bool,
     now: datetime,
+    rank: Callable[[str], int],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Guarded updates of the existing profiles a batch touches, and of those it merges away.
 
-    A survivor takes its merged profiles' events, first/last seen and traits (most recent
-    wins per trait, as for events).
+    A survivor takes its merged profiles' events, first/last seen and traits (by the
+    policy of :mod:`identity.traits`, as for events).
     """
     ids = ids | set(losers)
     if not ids:
@@ -639,7 +623,7 @@ def _profile_updates(
             profiles.event_count,
         ]
         if read_traits:
-            columns += [profiles.traits, profiles.trait_times]
+            columns += [profiles.traits, profiles.trait_times, profiles.trait_sources]
         query = (
             select(*columns)
             .where(profiles.workspace_id == workspace_id, in_list(session, profiles.id, chosen))
@@ -669,11 +653,11 @@ def _profile_updates(
         trait_updates = list(delta.trait_updates)
         for loser, into in losers.items():
             if into == profile_id:
-                _, l_first, l_last, _, _, l_count, l_traits, l_times = read[loser]
+                _, l_first, l_last, _, _, l_count, l_traits, l_times, l_sources = read[loser]
                 count += l_count
                 firsts.append(l_first)
                 lasts.append(l_last)
-                trait_updates += as_updates(l_traits, l_times)
+                trait_updates += as_updates(l_traits, l_times, l_sources)
         row = {
             "pid": profile_id,
             "seen": updated,
@@ -683,7 +667,9 @@ def _profile_updates(
             "now": max(now, updated + timedelta(microseconds=1)),
         }
         if trait_updates:
-            traits, times = json_columns
-            row["traits"], row["times"] = merge_traits(traits, times, trait_updates)
+            traits, times, sources = json_columns
+            row["traits"], row["times"], row["sources"] = merge_traits(
+                traits, times, trait_updates, sources, rank
+            )
         updates.append(row)
     return updates, merged_away

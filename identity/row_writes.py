@@ -25,7 +25,8 @@ _UPDATE_PROFILES = (
 )
 _UPDATE_PROFILES_WITH_TRAITS = (
     "UPDATE profiles SET event_count = event_count + ?, first_seen_at = ?, last_seen_at = ?,"
-    " updated_at = ?, traits = ?, trait_times = ? WHERE id = ? AND updated_at = ?"
+    " updated_at = ?, traits = ?, trait_times = ?, trait_sources = ?"
+    " WHERE id = ? AND updated_at = ?"
 )
 _TOUCH_IDENTIFIERS = (
     "UPDATE profile_identifiers SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"
@@ -60,6 +61,7 @@ def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: boo
                     sqlite_time(r["now"]),
                     json_text(r["traits"]),
                     json_text(r["times"]),
+                    json_text(r["sources"]),
                     r["pid"],
                     sqlite_time(r["seen"]),
                 )

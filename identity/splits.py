@@ -2,12 +2,15 @@
 
 Why cached per process: resolution needs them for every batch, they change only when an
 operator unmerges, and a workspace rarely holds more than a few hundred. Each batch reads
-the newest split id (one index search); the members are read again only when it moved.
+the newest split id (one index search); the members are read again when it moved, and
+at least every ``REFRESH_SECONDS`` (an erasure rewrites members' values in place: a
+worker must not keep a person's erased address in memory for long).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -21,11 +24,13 @@ from identity.models import SPLIT_MEMBERS, SPLITS
 
 Sides = Mapping[Key, frozenset[Side]]
 _EMPTY: Sides = MappingProxyType({})
-#: per engine (two in-memory databases share a URL), per workspace: newest id, sides
-_cache: weakref.WeakKeyDictionary[Engine, dict[str, tuple[int, Sides]]] = (
+#: per engine (two in-memory databases share a URL), per workspace: newest id, when
+#: read (monotonic), sides
+_cache: weakref.WeakKeyDictionary[Engine, dict[str, tuple[int, float, Sides]]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
+REFRESH_SECONDS = 30.0
 
 
 def split_sides(session: Session, workspace_id: str) -> Sides:
@@ -38,8 +43,9 @@ def split_sides(session: Session, workspace_id: str) -> Sides:
     engine = session.get_bind().engine
     with _lock:
         cached = _cache.get(engine, {}).get(workspace_id)
-    if cached is not None and cached[0] == newest:
-        return cached[1]
+    now = time.monotonic()
+    if cached is not None and cached[0] == newest and now - cached[1] < REFRESH_SECONDS:
+        return cached[2]
     members = SPLIT_MEMBERS.c
     sides: dict[Key, set[Side]] = {}
     rows = session.execute(
@@ -51,7 +57,7 @@ def split_sides(session: Session, workspace_id: str) -> Sides:
         sides.setdefault((kind, value), set()).add((split_id, side))
     frozen: Sides = MappingProxyType({key: frozenset(s) for key, s in sides.items()})
     with _lock:
-        _cache.setdefault(engine, {})[workspace_id] = (newest, frozen)
+        _cache.setdefault(engine, {})[workspace_id] = (newest, now, frozen)
     return frozen
 
 

@@ -18,6 +18,7 @@ from identity.models import (
     ProfileEvent,
     ProfileIdentifier,
 )
+from identity.resolve import people_sharing
 from pipeline.events import EventRecord, event_view, events_by_id
 from pipeline.identifiers import normalize_identifier
 from pipeline.models import EVENT_PROCESSED, Event
@@ -259,12 +260,11 @@ def list_conflicts(
     ).all()
     found: list[dict[str, Any]] = []
     last = after
+    involved = {pid for conflict, _ in rows for pid in conflict.profile_ids}
+    moved = _survivors(session, workspace_id, involved) if involved else {}
     for conflict, message_id in rows:
         last = conflict.id
-        current = [
-            (p.id if (p := current_profile(session, workspace_id, pid)) else pid)
-            for pid in conflict.profile_ids
-        ]
+        current = [moved.get(pid, pid) for pid in conflict.profile_ids]
         if profile_id is not None and profile_id not in current:
             continue
         found.append(
@@ -302,14 +302,7 @@ def list_shared(session: Session, workspace_id: str) -> list[dict[str, Any]]:
     ).all()
     found = []
     for kind, value, profile_id, sharing in rows:
-        people = {profile_id}
-        for (ids,) in session.execute(
-            select(IdentityConflict.profile_ids).where(
-                IdentityConflict.workspace_id == workspace_id,
-                IdentityConflict.identifier == f"{kind}:{value}",
-            )
-        ):
-            people.update(ids)
+        people = {profile_id} | people_sharing(session, workspace_id, f"{kind}:{value}")
         found.append(
             {
                 "identifier": f"{kind}:{value}",

@@ -44,6 +44,8 @@ class StoredEvent:
     identifiers: dict[str, str]
     traits: dict[str, Any]
     properties: dict[str, Any]
+    #: the connector or integration that sent it (trait source priority)
+    source: str = ""
 
 
 @dataclass
@@ -72,6 +74,7 @@ _EVENT_COLUMNS = (
     EVENTS.c.identifiers,
     EVENTS.c.traits,
     EVENTS.c.properties,
+    EVENTS.c.source,
 )
 
 
@@ -81,7 +84,7 @@ def load_events(session: Session, event_ids: Sequence[int]) -> list[StoredEvent]
     chosen = sorted(set(event_ids))
     for start in range(0, len(chosen), 500):
         query = select(*_EVENT_COLUMNS).where(EVENTS.c.id.in_(chosen[start : start + 500]))
-        events.extend(StoredEvent(*row) for row in session.execute(query))
+        events.extend(StoredEvent(*list(row)) for row in session.execute(query))
     events.sort(key=lambda event: event.id)
     return events
 

@@ -26,7 +26,7 @@ from pipeline.errors import SettingsError
 DEFAULT_WORKSPACE = "default"
 _WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "sqla+sqlite", "memory")
-_SECRET_NAMES = {"admin_token", "twilio_auth_token", "smtp_password"}
+_SECRET_NAMES = {"admin_token", "twilio_auth_token", "smtp_password", "erasure_key"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class Settings:
     mail_lease_seconds: float = 90.0
     #: identity resolution's priorities, limits and blocked values (YAML; default built in)
     identity_config: Path | None = None
+    # GDPR erasure (identity.erasure): the key of erased identifiers' tombstones (default:
+    # derived from the admin token), and whether events matching a tombstone are suppressed
+    erasure_key: str | None = field(default=None, repr=False)
+    erasure_suppress: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -300,7 +304,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_max_bytes=_int(env, "ECRM_MAIL_MAX_BYTES", 25 * 1024**2, 1024, 1024**3),
         mail_lease_seconds=_float(env, "ECRM_MAIL_LEASE_SECONDS", 90.0, 2.0),
         identity_config=_readable_file(env, "ECRM_IDENTITY_CONFIG"),
+        erasure_key=_erasure_key(env),
+        erasure_suppress=_flag(env, "ECRM_ERASURE_SUPPRESS"),
     )
+
+
+def _erasure_key(env: Mapping[str, str]) -> str | None:
+    raw = env.get("ECRM_ERASURE_KEY") or None
+    if raw is not None and len(raw) < 16:
+        raise SettingsError("ECRM_ERASURE_KEY needs at least 16 characters")
+    return raw
 
 
 def with_local_credentials(settings: Settings) -> Settings:

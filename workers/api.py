@@ -35,6 +35,7 @@ from pipeline.schema import ensure_workspaces
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
 from workers.api_mailboxes import mailbox_router
+from workers.api_privacy import privacy_router
 from workers.api_twilio import twilio_router
 from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
@@ -373,6 +374,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(actions_router(runtime, admin))
     app.include_router(mailbox_router(runtime, admin))
     app.include_router(identity_router(runtime, admin, store))
+    app.include_router(privacy_router(runtime, admin))
     return app
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from workers.file_import import file_import_arguments
+from workers.privacy_cli import profiles as _profiles
 from workers.process import load_runtime as _runtime
 from workers.process import one_line_errors, spawn, supervise
 
@@ -243,6 +244,7 @@ def import_calls(**arguments: Any) -> None:
 from workers.commands import register as _register_more  # noqa: E402
 
 _register_more(main)
+main.add_command(_profiles)  # GDPR erasure and export
 
 if __name__ == "__main__":
     main()

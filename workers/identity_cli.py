@@ -189,3 +189,12 @@ def _key(text: str, default_region: str) -> tuple[str, str]:
         return kind, normalize_identifier(kind, value, default_region)
     except ValueError as exc:
         raise HubError(f"{text!r}: {exc}") from None
+
+
+from workers.simulate_cli import simulate_command  # noqa: E402
+
+identity.add_command(simulate_command)
+
+from workers.estimate_cli import estimate_command  # noqa: E402
+
+identity.add_command(estimate_command)

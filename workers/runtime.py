@@ -8,9 +8,10 @@ use (and a forked child drops the parent's, see ``workers.celery_app``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from identity.config import IdentityConfig
+from identity.tombstones import tombstone_key
 from pipeline import Database, Settings, load_settings
 from pipeline.logs import configure_logging
 from pipeline.settings import with_local_credentials
@@ -34,6 +35,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     settings.home.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level, json=settings.log_json)
     identity_config = IdentityConfig.load(settings.identity_config)  # a bad file: one line
+    if settings.erasure_suppress:  # events of erased people join no profile
+        identity_config = replace(identity_config, suppress_erased_key=tombstone_key(settings))
     db = Database.connect(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     return Runtime(settings=settings, db=db, identity=identity_config)
 

@@ -25,6 +25,8 @@ from sqlalchemy import select
 from benchmarks.identity.data import Dataset
 from benchmarks.identity.touchpoints import touchpoint
 from identity.config import IdentityConfig
+from identity.estimate import Estimate, estimate
+from identity.matching import MatchModel
 from identity.views import profiles_of_events
 from pipeline import Database, ingest
 from pipeline.models import EVENTS
@@ -66,6 +68,20 @@ def feed_order(dataset: Dataset, seed: int) -> list[str]:
     order = sorted(dataset.records)
     random.Random(seed).shuffle(order)
     return order
+
+
+def estimated_config(dataset: Dataset, *, seed: int) -> tuple[IdentityConfig, Estimate]:
+    """The identity configuration with m/u and prior estimated from the data set's records.
+
+    No ground truth is used: the records are the traits the hub is fed (in the arrival
+    order of ``seed``, so not even ``rec_id`` order reaches the estimator), normalized as
+    the hub normalizes them; :func:`identity.estimate.estimate` learns u from random
+    pairs and m and the prior by EM over the pairs blocking finds.
+    """
+    model = MatchModel()
+    records = [model.normalize(dataset.records[rec_id]) for rec_id in feed_order(dataset, seed)]
+    found = estimate(records, model, seed=seed)
+    return IdentityConfig(matching=found.model), found
 
 
 def run_hub(

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         help="match probability for Splink's pairs and clusters",
     )
     parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also run the hub's orders with m/u and prior estimated from the records (EM)",
+    )
+    parser.add_argument(
         "--limit",
         type=int,
         default=0,
@@ -104,15 +109,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _hub_rows(dataset: Dataset, args: argparse.Namespace, notes: list[str]) -> list[Row]:
-    from benchmarks.identity.hub import run_hub
+    from benchmarks.identity.hub import estimated_config, run_hub
+    from identity.config import IdentityConfig
 
     rows: list[Row] = []
-    runs = [(f"hub order {k + 1}", args.seed + k, args.batch_size) for k in range(args.orders)]
+    runs: list[tuple[str, int, int, IdentityConfig | None]] = [
+        (f"hub order {k + 1}", args.seed + k, args.batch_size, None) for k in range(args.orders)
+    ]
     if args.throughput_batch:
-        runs.append((f"hub batch={args.throughput_batch}", args.seed, args.throughput_batch))
-    for label, seed, batch in runs:
+        runs.append((f"hub batch={args.throughput_batch}", args.seed, args.throughput_batch, None))
+    if args.estimate:
+        _progress(f"{dataset.name}: estimating m/u and the prior from the records (EM)")
+        config, found = estimated_config(dataset, seed=args.seed)
+        notes.append(
+            f"{dataset.name} hub EM: m/u and prior estimated in {found.seconds:.1f} s from"
+            f" {found.records:,} records ({found.candidate_pairs:,} candidate pairs,"
+            f" {found.random_pairs:,} random pairs, {found.iterations} EM iterations,"
+            f" converged: {found.converged}); prior {found.prior_probability:.4f}"
+            f" (default {found.base.prior_probability:.4f}); no ground truth used"
+        )
+        runs += [
+            (f"hub EM order {k + 1}", args.seed + k, args.batch_size, config)
+            for k in range(args.orders)
+        ]
+    for label, seed, batch, config in runs:
         _progress(f"{dataset.name}: {label} (seed {seed}, {batch} event(s) per ingest)")
-        run = run_hub(dataset, seed=seed, batch_size=batch)
+        run = run_hub(dataset, seed=seed, batch_size=batch, config=config)
         scores = score_clusters(run.assignment, dataset.truth)
         rows.append(Row(dataset.name, label, scores.pairwise, scores, run.records_per_second))
         notes.append(
@@ -121,13 +143,15 @@ def _hub_rows(dataset: Dataset, args: argparse.Namespace, notes: list[str]) -> l
             f" {run.resolved_per_second:,.0f}/s in process_batches alone;"
             f" {run.unassigned} record(s) in no profile"
         )
-    quality = [r for r in rows if r.system.startswith("hub order")]
-    if len(quality) > 1:
-        f1s = [r.pairs.f1 or 0.0 for r in quality]
-        notes.append(
-            f"{dataset.name} hub order sensitivity: pairwise F1 {min(f1s):.4f}..{max(f1s):.4f}"
-            f" (spread {max(f1s) - min(f1s):.4f}) over {len(f1s)} orders"
-        )
+    for prefix in ("hub order", "hub EM order"):
+        quality = [r for r in rows if r.system.startswith(prefix)]
+        if len(quality) > 1:
+            f1s = [r.pairs.f1 or 0.0 for r in quality]
+            notes.append(
+                f"{dataset.name} {prefix.removesuffix(' order')} order sensitivity: pairwise"
+                f" F1 {min(f1s):.4f}..{max(f1s):.4f} (spread {max(f1s) - min(f1s):.4f})"
+                f" over {len(f1s)} orders"
+            )
     return rows
 
 

@@ -6,7 +6,8 @@ Create Date: 2026-12-02
 
 ``identity_splits`` records each unmerge and ``identity_split_members`` the identifiers it
 keeps apart (resolution refuses to put both sides in one profile again); merges a split
-recomputed are marked ``undone_by`` it. ``profile_changes`` is the feed of profile changes
+recomputed are marked ``undone_by`` it. ``profiles.trait_sources`` keeps which source
+set each trait (source priority). ``profile_changes`` is the feed of profile changes
 (``profile.unmerged``, ``profile.erased``) that downstream subscribers read in id order.
 """
 
@@ -31,6 +32,12 @@ _TIME = pipeline.db.UTCDateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("profile_merges", schema=None) as batch_op:
         batch_op.add_column(sa.Column("undone_by", _ID, nullable=True))
+    # a plain ALTER TABLE … ADD COLUMN: a rebuild of profiles would break the foreign
+    # keys that point at it
+    op.add_column(
+        "profiles",
+        sa.Column("trait_sources", _JSON, nullable=False, server_default=sa.text("'{}'")),
+    )
     op.create_index(
         "ix_profiles_merged_into",
         "profiles",
@@ -91,5 +98,8 @@ def downgrade() -> None:
     op.drop_index("ix_identity_splits_workspace", table_name="identity_splits")
     op.drop_table("identity_splits")
     op.drop_index("ix_profiles_merged_into", table_name="profiles")
+    # ALTER TABLE … DROP COLUMN (SQLite 3.35+): a rebuild of profiles would break the
+    # foreign keys that point at it
+    op.drop_column("profiles", "trait_sources")
     with op.batch_alter_table("profile_merges", schema=None) as batch_op:
         batch_op.drop_column("undone_by")

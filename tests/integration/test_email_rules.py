@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+from test_identity_merge import WS, ev, profile_of, run
+
 from identity.config import IdentityConfig
 from identity.views import find_profile_id
 from pipeline import Database
 from pipeline.events import get_event
-from tests.integration.test_identity_merge import WS, ev, profile_of, run
 
 
 def test_without_rules_spellings_stay_apart_and_switching_on_is_not_retroactive(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fresh_postgres, migrated
 from sqlalchemy import select
 
 from identity.changes import changes_after
@@ -26,7 +27,6 @@ from identity.views import profile_view
 from pipeline import Database, ValidationError, ingest, utcnow
 from pipeline.models import Event
 from pipeline.outbox import relay
-from tests.conftest import fresh_postgres, migrated
 from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
