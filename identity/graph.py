@@ -127,6 +127,7 @@ class BatchGraph:
     attachments: list[Attachment] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    _blocked: dict[Key, bool] = field(default_factory=dict, repr=False)
 
     def find(self, profile_id: str) -> str:
         """The profile a profile now lives in (itself unless merged in this batch)."""
@@ -139,12 +140,18 @@ class BatchGraph:
 
     def usable(self, identifiers: Mapping[str, str]) -> list[Key]:
         """An event's identifiers that may identify someone, strongest first."""
-        keys = [
-            (kind, value)
-            for kind, value in identifiers.items()
-            if (kind, value) not in self.shared and not self.config.is_blocked(kind, value)
-        ]
-        keys.sort(key=lambda key: self.config.rank(key[0]))
+        blocked = self._blocked
+        keys = []
+        for key in identifiers.items():
+            if key in self.shared:
+                continue
+            is_blocked = blocked.get(key)
+            if is_blocked is None:  # most values come again and again in one batch
+                is_blocked = blocked[key] = self.config.is_blocked(*key)
+            if not is_blocked:
+                keys.append(key)
+        if len(keys) > 1:
+            keys.sort(key=lambda key: self.config.rank(key[0]))
         return keys
 
     def preload(self, events: Iterable[tuple[int, Mapping[str, str]]]) -> None:

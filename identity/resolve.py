@@ -76,6 +76,10 @@ class _Delta:
             self.trait_updates.append(TraitUpdate(event.occurred_at, event.traits, event.source))
 
 
+#: what a batch adds to a profile it only reads (never written to)
+_NO_DELTA = _Delta()
+
+
 class Owner(NamedTuple):
     """Who owns an identifier, when it was last seen, and its row (for cheap updates)."""
 
@@ -236,7 +240,10 @@ def plan_events(
     deltas: dict[str, _Delta] = {}
     for event, profile_id in assigned:
         final = find(profile_id)
-        deltas.setdefault(final, _Delta()).add(event)
+        delta = deltas.get(final)
+        if delta is None:
+            delta = deltas[final] = _Delta()
+        delta.add(event)
         plan.profile_events.append(
             {
                 "event_id": event.id,
@@ -603,7 +610,7 @@ def _profile_updates(
     profiles = PROFILES.c
     locking = lock and session.get_bind().dialect.name == "postgresql"
     absorbing = set(losers.values())
-    with_traits = {pid for pid in ids if deltas.get(pid, _Delta()).trait_updates}
+    with_traits = {pid for pid in ids if pid in deltas and deltas[pid].trait_updates}
     with_traits |= absorbing | set(losers)
     # Most events carry no traits: their profiles' JSON is neither read nor written. Rows
     # to lock are locked by one query in id order, so two workers never deadlock.
@@ -646,7 +653,7 @@ def _profile_updates(
     updates: list[dict[str, Any]] = []
     for profile_id in sorted(ids - set(losers)):
         _, first, last, updated, _, _, *json_columns = read[profile_id]
-        delta = deltas.get(profile_id, _Delta())
+        delta = deltas.get(profile_id) or _NO_DELTA
         count = delta.count
         firsts = [first] + ([delta.first] if delta.first else [])
         lasts = [last] + ([delta.last] if delta.last else [])
