@@ -84,6 +84,8 @@ class Settings:
     mail_lease_seconds: float = 90.0
     #: identity resolution's priorities, limits and blocked values (YAML; default built in)
     identity_config: Path | None = None
+    #: the loyalty programme: expiry, tiers, rewards (YAML; default built in)
+    loyalty_config: Path | None = None
     # GDPR erasure (identity.erasure): the key of erased identifiers' tombstones (default:
     # derived from the admin token), and whether events matching a tombstone are suppressed
     erasure_key: str | None = field(default=None, repr=False)
@@ -304,6 +306,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_max_bytes=_int(env, "ECRM_MAIL_MAX_BYTES", 25 * 1024**2, 1024, 1024**3),
         mail_lease_seconds=_float(env, "ECRM_MAIL_LEASE_SECONDS", 90.0, 2.0),
         identity_config=_readable_file(env, "ECRM_IDENTITY_CONFIG"),
+        loyalty_config=_readable_file(env, "ECRM_LOYALTY_CONFIG"),
         erasure_key=_erasure_key(env),
         erasure_suppress=_flag(env, "ECRM_ERASURE_SUPPRESS"),
     )

@@ -34,8 +34,10 @@ from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
+from workers.api_loyalty import loyalty_router, profile_loyalty
 from workers.api_mailboxes import mailbox_router
 from workers.api_privacy import privacy_router
+from workers.api_rules import rules_router
 from workers.api_twilio import twilio_router
 from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
@@ -307,7 +309,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     def get_profile(profile_id: str, request: Request) -> dict[str, Any]:
         workspace = workspace_for_admin(request)
         with db.read() as session:
-            view = profile_view(session, workspace, profile_id)
+            view = profile_loyalty(session, workspace, profile_view(session, workspace, profile_id))
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view
@@ -342,7 +344,9 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             except ValueError as exc:
                 raise Problem(400, "Invalid query", str(exc), "identifier") from None
-            view = profile_view(session, workspace, found) if found else None
+            view = profile_loyalty(
+                session, workspace, profile_view(session, workspace, found) if found else None
+            )
         if view is None:
             raise Problem(404, "Not Found", f"no profile with {kind}:{value}", "identifier")
         return view
@@ -375,6 +379,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(mailbox_router(runtime, admin))
     app.include_router(identity_router(runtime, admin, store))
     app.include_router(privacy_router(runtime, admin))
+    app.include_router(rules_router(runtime, admin))
+    app.include_router(loyalty_router(runtime, admin))
     return app
 
 

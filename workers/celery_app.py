@@ -30,6 +30,9 @@ PROCESS_BATCH = "ecrm.pipeline.process_batch"
 RELAY_OUTBOX = "ecrm.pipeline.relay_outbox"
 DELIVER = "ecrm.connectors.deliver"
 RELAY_ACTIONS = "ecrm.connectors.relay_actions"
+LOYALTY_EXPIRE = "ecrm.loyalty.expire"
+#: how often the scheduler expires loyalty points that reached their date
+LOYALTY_EXPIRE_SECONDS = 3600.0
 
 app = Celery("ecrm", set_as_current=False)
 
@@ -71,6 +74,7 @@ def configure(settings: Settings) -> Celery:
             RELAY_OUTBOX: {"queue": "maintenance"},
             DELIVER: {"queue": "deliver"},
             RELAY_ACTIONS: {"queue": "maintenance"},
+            LOYALTY_EXPIRE: {"queue": "maintenance"},
         },
         beat_schedule={
             "relay-outbox": {
@@ -82,6 +86,11 @@ def configure(settings: Settings) -> Celery:
                 "task": RELAY_ACTIONS,
                 "schedule": settings.relay_interval_seconds,
                 "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
+            },
+            "loyalty-expire": {
+                "task": LOYALTY_EXPIRE,
+                "schedule": LOYALTY_EXPIRE_SECONDS,
+                "options": {"expires": LOYALTY_EXPIRE_SECONDS},
             },
         },
         beat_schedule_filename=str(settings.home / "beat-schedule"),
@@ -101,4 +110,5 @@ def _drop_parent_runtime(**_: Any) -> None:
 
 
 # Registers the tasks on ``app``.
+from workers import loyalty_tasks as _loyalty_tasks  # noqa: E402,F401
 from workers import tasks as _tasks  # noqa: E402,F401

@@ -16,9 +16,11 @@ from typing import Any
 import click
 
 from workers.file_import import file_import_arguments
+from workers.loyalty_cli import loyalty as _loyalty
 from workers.privacy_cli import profiles as _profiles
 from workers.process import load_runtime as _runtime
 from workers.process import one_line_errors, spawn, supervise
+from workers.rules_cli import rules as _rules
 
 
 @click.group()
@@ -245,6 +247,8 @@ from workers.commands import register as _register_more  # noqa: E402
 
 _register_more(main)
 main.add_command(_profiles)  # GDPR erasure and export
+main.add_command(_rules)  # marketing rules
+main.add_command(_loyalty)  # loyalty points
 
 if __name__ == "__main__":
     main()

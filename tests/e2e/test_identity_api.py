@@ -180,6 +180,8 @@ def test_probable_matches_from_segment_traits_merge_or_wait_for_review(
     client, admin = hub.client(), hub.admin()
     t = uuid.uuid4().hex[:8]
     postcode = str(int(t, 16) % 9000 + 1000)
+    # every digit different: a fixed "0999" was one edit from some random postcodes
+    elsewhere = "".join(str((int(digit) + 5) % 10) for digit in postcode)
     address = {"street": "Wattle Grove", "city": "Ashfield", "postalCode": postcode, "state": "NSW"}
     ada = {
         "firstName": "Adelaide",
@@ -209,7 +211,7 @@ def test_probable_matches_from_segment_traits_merge_or_wait_for_review(
             "traits": {
                 "firstName": "Adelaide",
                 "lastName": f"Kov{t}",
-                "address": {**address, "street": "Banksia Road", "postalCode": "0999"},
+                "address": {**address, "street": "Banksia Road", "postalCode": elsewhere},
             },
         },
     ]

@@ -92,7 +92,8 @@ def test_migrations_build_exactly_the_schema_the_models_declare(
     import connectors.email.models  # noqa: F401  (every package's tables)
     import identity.models  # noqa: F401
     import personalization.actions
-    import personalization.consent  # noqa: F401
+    import personalization.consent
+    import personalization.loyalty  # noqa: F401
     from pipeline.db import Base
 
     db = Database.connect(request.getfixturevalue(url_fixture))

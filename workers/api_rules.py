@@ -1,0 +1,109 @@
+"""Admin routes of the marketing rules: the rule set, one rule's versions, the vocabulary.
+
+``PUT /v1/rules`` takes the workspace's *whole* rule set, as JSON (``{"rules": [...]}``) or
+as YAML (``Content-Type: application/yaml``, the same text as a rule file), and applies it
+atomically; a rule left out is disabled. An invalid set changes nothing and is answered
+422 ``application/problem+json``: ``field`` and ``detail`` name the first problem,
+``errors`` lists every one (with its ``line`` for YAML).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+
+from personalization.rules import (
+    RuleSetInvalid,
+    apply_rule_set,
+    check_rule_set,
+    export_vocabulary,
+    get_rule,
+    list_rules,
+    parse_yaml,
+)
+from pipeline import ValidationError
+from workers.auth import admin_workspace
+from workers.problems import Problem
+from workers.runtime import Runtime
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter:
+    """``/v1/rules`` (admin token)."""
+    router = APIRouter()
+    db, limit = runtime.db, runtime.settings.max_request_bytes
+
+    @router.get("/v1/rules/vocabulary")
+    def get_vocabulary(request: Request) -> dict[str, Any]:
+        admin_workspace(request, admin_tokens)
+        return export_vocabulary()
+
+    @router.get("/v1/rules")
+    def get_rules(request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with db.read() as session:
+            return {"rules": list_rules(session, workspace)}
+
+    @router.put("/v1/rules")
+    async def put_rules(request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
+        body = await request.body()
+        if len(body) > limit:
+            raise Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if media in YAML_TYPES:
+                rule_set = parse_yaml(_text(body), source="body")
+            else:
+                try:
+                    data = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise Problem(
+                        400, "Malformed JSON", f"body is not valid JSON: {exc}", "body"
+                    ) from None
+                rule_set = check_rule_set(data)
+        except RuleSetInvalid as exc:
+            raise _invalid(exc) from None
+        with db.write() as session:
+            try:
+                result = apply_rule_set(session, workspace, rule_set, source="api")
+            except ValidationError as exc:
+                raise Problem(422, "Invalid rules", exc.message, exc.field) from None
+            rules = list_rules(session, workspace)
+        return {**result.view(), "rules": rules}
+
+    @router.get("/v1/rules/{rule_id}")
+    def get_one(rule_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with db.read() as session:
+            view = get_rule(session, workspace, rule_id)
+        if view is None:
+            raise Problem(404, "Not Found", f"no rule {rule_id!r}", "rule_id")
+        return view
+
+    return router
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, "Malformed YAML", "body is not UTF-8 text", "body") from None
+
+
+def _invalid(exc: RuleSetInvalid) -> Problem:
+    first = exc.issues[0]
+    where = f" (line {first.line})" if first.line else ""
+    problem = Problem(422, "Invalid rules", f"{first.message}{where}", first.path)
+    problem.extra["errors"] = [issue.view() for issue in exc.issues]
+    return problem
+
+
+__all__ = ["rules_router"]
