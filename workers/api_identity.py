@@ -19,13 +19,14 @@ from fastapi.responses import JSONResponse
 from identity.explain import explain
 from identity.reviews import STATUSES as REVIEW_STATUSES
 from identity.reviews import ReviewNotFound, decide, list_reviews
-from identity.unmerge import ProfileNotFound, unmerge
+from identity.unmerge import ProfileNotFound
 from identity.views import list_conflicts, list_shared, set_sharing
 from pipeline import IngestResult, ValidationError, ingest, utcnow
 from pipeline.identifiers import normalize_identifier
 from workers.auth import admin_workspace
 from workers.problems import Problem
 from workers.runtime import Runtime
+from workers.unmerge_flow import unmerge_profile
 
 Store = Callable[[str, list[dict[str, Any]]], Awaitable[list[IngestResult]]]
 MAX_LINK_IDENTIFIERS = 20
@@ -59,7 +60,8 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
         identifier, source, reason = _unmerge_request(body, region)
         with db.write() as session:
             try:
-                return unmerge(
+                return unmerge_profile(
+                    runtime,
                     session,
                     workspace,
                     profile_id,
@@ -67,7 +69,6 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
                     source=source,
                     reason=reason,
                     requested_by=str(body.get("by") or "api")[:120],
-                    config=runtime.identity,
                 )
             except ProfileNotFound as exc:
                 raise Problem(404, "Not Found", exc.message, "profile_id") from None

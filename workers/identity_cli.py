@@ -153,15 +153,16 @@ def unmerge_command(
     profile_id: str, identifier: str | None, source: str | None, reason: str | None, workspace: str
 ) -> None:
     """Split PROFILE_ID: recompute it from the event log with that link forbidden."""
-    from identity.unmerge import unmerge
     from pipeline import HubError
+    from workers.unmerge_flow import unmerge_profile
 
     runtime = load_runtime(migrate=False)
     if (identifier is None) == (source is None):
         raise HubError("give --identifier KIND:VALUE or --source, one of them")
     key = _key(identifier, runtime.settings.default_region) if identifier else None
     with runtime.db.write() as session:
-        result = unmerge(
+        result = unmerge_profile(
+            runtime,
             session,
             workspace,
             profile_id,
@@ -169,12 +170,13 @@ def unmerge_command(
             source=source,
             reason=reason,
             requested_by="cli",
-            config=runtime.identity,
         )
     click.echo(f"split {result['split_id']}: {result['events']} events recomputed")
     for part in result["profiles"]:
         held = ", ".join(part["identifiers"]) or "-"
         click.echo(f"  {part['id']}  {part['events']} events  {held}")
+    for move in result["loyalty"]["moved"]:
+        click.echo(f"  {move['points']} points of event {move['event_id']} -> {move['to']}")
 
 
 def _key(text: str, default_region: str) -> tuple[str, str]:

@@ -107,6 +107,7 @@ def test_merge_explain_conflicts_and_links(hub_factory: Callable[..., Hub], tmp_
     )
     assert split.status_code == 200, split.text
     assert split.json()["events"] == 3 and len(split.json()["split_off"]) == 1
+    assert split.json()["loyalty"] == {"moved": [], "short": []}
     kept = admin.get(f"/v1/profiles/{profile}").json()
     assert {f"{i['kind']}:{i['value']}" for i in kept["identifiers"]} == {
         f"user_id:{user}",

@@ -46,6 +46,7 @@ from identity.tombstones import tombstone_key
 from identity.views import event_views, find_profile_id, list_conflicts, profile_view, set_sharing
 from personalization.actions import ACTIONS, NewAction, enqueue
 from personalization.consent import CONSENTS
+from personalization.loyalty import award, balance
 from pipeline import Database, SettingsError, ingest, load_settings
 from pipeline.db import Base
 from pipeline.events import get_event
@@ -321,6 +322,8 @@ def erase(db: Database, profile_id: str, **kwargs: Any) -> Any:
 
 def test_erasure_leaves_no_pii_anywhere_and_keeps_the_aggregates(any_db: Database) -> None:
     ann = build_ann(any_db)
+    with any_db.write() as session:  # an operator's note on the ledger names her
+        award(session, WS, ann.survivor, 40, reason=f"goodwill for {ann.email}", source="test")
     with any_db.read() as session:
         before = profile_view(session, WS, ann.survivor)
         bob_before = profile_view(session, WS, ann.bob)
@@ -341,7 +344,9 @@ def test_erasure_leaves_no_pii_anywhere_and_keeps_the_aggregates(any_db: Databas
     assert counts["tombstones"] >= 6 and counts["traits"] == 7 and counts["merges"] == 1
     assert counts["conflicts"] >= 1 and counts["reviews"] == 1 and counts["unmerges"] == 2
     assert counts["changes"] == 1 and counts["consents"] == 1 and counts["actions"] == 1
-    assert counts["mail_failures"] == 1
+    assert counts["mail_failures"] == 1 and counts["loyalty_reasons"] == 1
+    with any_db.read() as session:  # the points are an aggregate: they stay
+        assert balance(session, WS, ann.survivor) == 40
 
     assert leaks(any_db, ann.secrets) == []
 
