@@ -5,6 +5,9 @@ as YAML (``Content-Type: application/yaml``, the same text as a rule file), and 
 atomically; a rule left out is disabled. An invalid set changes nothing and is answered
 422 ``application/problem+json``: ``field`` and ``detail`` name the first problem,
 ``errors`` lists every one (with its ``line`` for YAML).
+
+``GET /v1/rules/{id}/firings?after=&limit=`` pages through a rule's firings, oldest first:
+the trace of its conditions and each action's outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from personalization.rules import (
     list_rules,
     parse_yaml,
 )
+from personalization.rules.fire import list_firings
 from pipeline import ValidationError
 from workers.auth import admin_workspace
 from workers.problems import Problem
@@ -87,6 +91,20 @@ def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter
         if view is None:
             raise Problem(404, "Not Found", f"no rule {rule_id!r}", "rule_id")
         return view
+
+    @router.get("/v1/rules/{rule_id}/firings")
+    def get_firings(
+        rule_id: str, request: Request, after: int | None = None, limit: int = 50
+    ) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        if not 1 <= limit <= 500:
+            raise Problem(422, "Invalid query", "limit must be between 1 and 500", "limit")
+        with db.read() as session:
+            if get_rule(session, workspace, rule_id) is None:
+                raise Problem(404, "Not Found", f"no rule {rule_id!r}", "rule_id")
+            firings = list_firings(session, workspace, rule_id, after=after, limit=limit)
+        more = len(firings) == limit
+        return {"firings": firings, "next_after": firings[-1]["id"] if more else None}
 
     return router
 

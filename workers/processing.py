@@ -4,6 +4,10 @@ Why the fallback: a message's batches normally commit as one transaction (fast, 
 nothing). If that fails for a reason that retrying will not cure, they are re-run one event
 at a time, each in a savepoint, so the one bad event is quarantined as ``failed`` with its
 error and its neighbours go on.
+
+Each path fires the marketing rules (:func:`personalization.rules.fire.fire_rules`) after
+identity and consent, in the same transaction: the batch and its firings, queued actions
+and points commit together, and a crash leaves none of them half done.
 """
 
 from __future__ import annotations
@@ -11,16 +15,25 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 import identity
 from identity.config import IdentityConfig
 from personalization import consent
+from personalization.loyalty import DEFAULT_CONFIG, LoyaltyConfig
+from personalization.rules.fire import fire_rules
 from pipeline import ConflictError, Database, TransientError
 from pipeline.outbox import Publish, RelayStats, relay
-from pipeline.processing import complete_batches, load_batches, record_batch_error
+from pipeline.processing import (
+    StoredEvent,
+    complete_batches,
+    load_batches,
+    record_batch_error,
+)
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -46,7 +59,12 @@ def is_conflict(exc: BaseException) -> bool:
 
 
 def process_batches(
-    db: Database, batch_ids: Sequence[int], config: IdentityConfig | None = None
+    db: Database,
+    batch_ids: Sequence[int],
+    config: IdentityConfig | None = None,
+    *,
+    loyalty_config: LoyaltyConfig = DEFAULT_CONFIG,
+    default_region: str = "US",
 ) -> int:
     """Process batches exactly once in their effects; returns how many events it processed.
 
@@ -54,13 +72,14 @@ def process_batches(
     here a few times after a short random pause: the other transaction has committed by
     then, and a trip through the broker's retry backoff would cost seconds.
     """
+    options = _Options(config, loyalty_config, default_region)
     if db.dialect == "sqlite":
-        done = _process_optimistically(db, batch_ids, config)
+        done = _process_optimistically(db, batch_ids, options)
         if done is not None:
             return done
     for attempt in range(CONFLICT_RETRIES):
         try:
-            return _process_locked(db, batch_ids, config)
+            return _process_locked(db, batch_ids, options)
         except TransientError as exc:
             cause = exc.__cause__ or exc
             if is_conflict(cause) and attempt < CONFLICT_RETRIES - 1:
@@ -72,19 +91,37 @@ def process_batches(
     raise AssertionError("unreachable")
 
 
-def _process_locked(db: Database, batch_ids: Sequence[int], config: IdentityConfig | None) -> int:
+@dataclass(frozen=True)
+class _Options:
+    identity: IdentityConfig | None
+    loyalty: LoyaltyConfig
+    region: str
+
+    def fire(self, session: Session, workspace_id: str, events: Sequence[StoredEvent]) -> None:
+        fire_rules(
+            session,
+            workspace_id,
+            events,
+            loyalty_config=self.loyalty,
+            default_region=self.region,
+        )
+
+
+def _process_locked(db: Database, batch_ids: Sequence[int], options: _Options) -> int:
+    config = options.identity
     try:
         with db.write() as session:
             works = load_batches(session, batch_ids, lock=True)
             for work in works:
                 identity.apply_events(session, work.workspace_id, work.events, config=config)
                 consent.apply_events(session, work.workspace_id, work.events)
+                options.fire(session, work.workspace_id, work.events)
             complete_batches(session, works)
     except Exception as exc:
         if is_transient(exc):  # recorded on the batch by the caller, unless retried at once
             raise TransientError(str(exc)) from exc
         log.error("batch_failed_isolating", batch_ids=list(batch_ids), error=repr(exc))
-        return _isolating(db, batch_ids, config)
+        return _isolating(db, batch_ids, options)
     events = sum(len(work.events) for work in works)
     log.debug("batches_processed", batch_ids=list(batch_ids), events=events)
     return events
@@ -99,7 +136,7 @@ def _record_error(db: Database, batch_ids: Sequence[int], exc: BaseException) ->
 
 
 def _process_optimistically(
-    db: Database, batch_ids: Sequence[int], config: IdentityConfig | None
+    db: Database, batch_ids: Sequence[int], options: _Options
 ) -> int | None:
     """SQLite: read and plan outside the write lock, then write only if nothing changed.
 
@@ -111,7 +148,7 @@ def _process_optimistically(
         with db.read() as session:
             works = load_batches(session, batch_ids, lock=False)
             plans = [
-                identity.plan_events(session, w.workspace_id, w.events, config=config)
+                identity.plan_events(session, w.workspace_id, w.events, config=options.identity)
                 for w in works
             ]
         if not works:
@@ -121,13 +158,14 @@ def _process_optimistically(
             for work, plan in zip(works, plans, strict=True):
                 identity.write_plan(session, plan)
                 consent.apply_events(session, work.workspace_id, work.events)
+                options.fire(session, work.workspace_id, work.events)
     except Exception as exc:
         log.debug("optimistic_batch_retry", batch_ids=list(batch_ids), error=str(exc))
         return None
     return sum(len(work.events) for work in works)
 
 
-def _isolating(db: Database, batch_ids: Sequence[int], config: IdentityConfig | None) -> int:
+def _isolating(db: Database, batch_ids: Sequence[int], options: _Options) -> int:
     """Process event by event, each in a savepoint: a bad event is quarantined, not its batch.
 
     Still one transaction, so the batches are done all at once or not at all.
@@ -142,9 +180,10 @@ def _isolating(db: Database, batch_ids: Sequence[int], config: IdentityConfig | 
                     try:
                         with session.begin_nested():
                             identity.apply_events(
-                                session, work.workspace_id, [event], config=config
+                                session, work.workspace_id, [event], config=options.identity
                             )
                             consent.apply_events(session, work.workspace_id, [event])
+                            options.fire(session, work.workspace_id, [event])
                         processed += 1
                     except Exception as exc:
                         if is_transient(exc):

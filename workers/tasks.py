@@ -6,6 +6,7 @@ from typing import Any
 
 import structlog
 
+from personalization.loyalty import LoyaltyConfig
 from pipeline import TransientError
 from workers.celery_app import DELIVER, PROCESS_BATCH, RELAY_ACTIONS, RELAY_OUTBOX, app
 from workers.delivery import deliver as deliver_action
@@ -26,7 +27,13 @@ def process_batch(self: Any, batch_ids: list[int] | int) -> None:
     ids = [batch_ids] if isinstance(batch_ids, int) else list(batch_ids)
     try:
         runtime = get_runtime()
-        process_batches(runtime.db, ids, runtime.identity)
+        process_batches(
+            runtime.db,
+            ids,
+            runtime.identity,
+            loyalty_config=LoyaltyConfig.load(runtime.settings.loyalty_config),
+            default_region=runtime.settings.default_region,
+        )
     except TransientError as exc:
         countdown = min(2**self.request.retries, 60)
         log.warning("batch_retry", batch_ids=ids, error=str(exc), countdown=countdown)

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from identity.models import Profile
-from identity.views import current_profile
 from personalization.loyalty.errors import ProfileNotFound
 from personalization.loyalty.models import ACCOUNTS, LoyaltyAccount, LoyaltyEntry
 from personalization.loyalty.policy import Line
@@ -24,11 +23,41 @@ _MAX_DEPTH = 16
 
 
 def survivor_id(session: Session, workspace_id: str, profile_id: str) -> str:
-    """The profile that holds ``profile_id``'s points now (following merges)."""
-    profile = current_profile(session, workspace_id, profile_id)
-    if profile is None:
-        raise ProfileNotFound(profile_id)
-    return profile.id
+    """The profile that holds ``profile_id``'s points now (following merges).
+
+    Reads only ids (not the profile's traits, as ``identity.views.current_profile`` does):
+    every ledger change and read starts here.
+    """
+    for _ in range(_MAX_DEPTH):
+        row = session.execute(
+            select(Profile.merged_into).where(
+                Profile.workspace_id == workspace_id, Profile.id == profile_id
+            )
+        ).first()
+        if row is None:
+            raise ProfileNotFound(profile_id)
+        if row.merged_into is None:
+            return profile_id
+        profile_id = row.merged_into
+    raise ProfileNotFound(profile_id)
+
+
+def families(session: Session, workspace_id: str, survivors: Collection[str]) -> dict[str, str]:
+    """Every profile merged (directly or not) into one of ``survivors``: member -> survivor."""
+    owner = {survivor: survivor for survivor in survivors}
+    frontier = set(owner)
+    for _ in range(_MAX_DEPTH):
+        if not frontier:
+            break
+        rows = session.execute(
+            select(Profile.id, Profile.merged_into).where(
+                Profile.workspace_id == workspace_id, Profile.merged_into.in_(sorted(frontier))
+            )
+        ).all()
+        found = {pid: into for pid, into in rows if pid not in owner and into is not None}
+        owner.update({pid: owner[into] for pid, into in found.items()})
+        frontier = set(found)
+    return owner
 
 
 def family(session: Session, workspace_id: str, survivor: str) -> list[str]:

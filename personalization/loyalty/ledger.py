@@ -329,9 +329,11 @@ def _post(
                 raise IdempotencyConflict(key, seen.id)
             balance = accounts.ledger_sum(session, workspace_id, members)
             return Posted(entry_view(seen), False, balance, account.tier)
-    lots = replay(accounts.lines(session, workspace_id, members))
+    lines = accounts.lines(session, workspace_id, members)
+    lots = replay(lines)
     _, expired = _expire(session, workspace_id, survivor, lots, now)
-    balance = accounts.ledger_sum(session, workspace_id, members)
+    # the ledger's sum, from the lines just read (and the expiries just written)
+    balance = sum(line.points for line in lines) - expired
     if points < 0 and balance + points < 0:
         field = "reward" if reward_id else "points"
         raise InsufficientPoints(balance, -points, field)
@@ -365,8 +367,15 @@ def _post(
         consume(lots, -points)
     account.next_expiry_at, account.updated_at = next_expiry(lots), now
     change = refresh_tier(session, account, members, now=now, config=config, source=source)
-    entry = session.scalars(select(LoyaltyEntry).where(LoyaltyEntry.id == new_id)).one()
-    return Posted(entry_view(entry), True, balance + points, account.tier, change, expired=expired)
+    view = {
+        "id": int(new_id),
+        **{name: row[name] for name in ("profile_id", "kind", "points", "reason", "source")},
+        **{name: row[name] for name in ("event_id", "reward_id")},
+        "lot_id": None,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+        "created_at": now.isoformat(),
+    }
+    return Posted(view, True, balance + points, account.tier, change, expired=expired)
 
 
 def _expire(

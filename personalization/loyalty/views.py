@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from personalization.loyalty import accounts
 from personalization.loyalty.config import LoyaltyConfig
 from personalization.loyalty.ledger import DEFAULT_CONFIG, entry_view
-from personalization.loyalty.models import LoyaltyEntry
+from personalization.loyalty.models import LoyaltyAccount, LoyaltyEntry
 from personalization.loyalty.policy import next_expiry, next_tier, replay
 from personalization.loyalty.tiers import measure
 from pipeline.envelope import utcnow
@@ -22,6 +23,32 @@ def balance(session: Session, workspace_id: str, profile_id: str) -> int:
     survivor = accounts.survivor_id(session, workspace_id, profile_id)
     members = accounts.family(session, workspace_id, survivor)
     return accounts.ledger_sum(session, workspace_id, members)
+
+
+def balances_and_tiers(
+    session: Session, workspace_id: str, survivors: Collection[str]
+) -> dict[str, dict[str, Any]]:
+    """``{"balance", "tier"}`` of many live profiles in three queries (rules, per batch)."""
+    owner = accounts.families(session, workspace_id, survivors)
+    found: dict[str, dict[str, Any]] = {p: {"balance": 0, "tier": None} for p in survivors}
+    members = sorted(owner)
+    for start in range(0, len(members), 400):
+        part = members[start : start + 400]
+        rows = session.execute(
+            select(LoyaltyEntry.profile_id, func.sum(LoyaltyEntry.points))
+            .where(LoyaltyEntry.workspace_id == workspace_id, LoyaltyEntry.profile_id.in_(part))
+            .group_by(LoyaltyEntry.profile_id)
+        )
+        for member, points in rows:
+            found[owner[member]]["balance"] += int(points or 0)
+        for account in session.scalars(
+            select(LoyaltyAccount).where(
+                LoyaltyAccount.workspace_id == workspace_id,
+                LoyaltyAccount.profile_id.in_([p for p in part if p in found]),
+            )
+        ):
+            found[account.profile_id]["tier"] = account.tier
+    return found
 
 
 def tier(session: Session, workspace_id: str, profile_id: str) -> str | None:

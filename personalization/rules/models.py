@@ -1,10 +1,12 @@
-"""Tables of the rules: the current state of each rule, and every version it had.
+"""Tables of the rules: the current state of each rule, every version it had, its firings.
 
 Why two tables: ``rule_versions`` is the history (append-only: every change of a rule,
 including being disabled because it left the rule file, is a new version, so an action can
 name the exact ``rule:{id}@{version}`` that caused it); ``rules`` is the small current
 index (version, enabled, digest) that an apply compares against without reading the
-definitions.
+definitions. ``rule_firings`` records each time a rule fired for an event (the trace of
+its conditions and the outcome of each action); its unique ``(workspace, rule, event)``
+is what makes firing exactly once under retries.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     String,
     Table,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pipeline.db import Base, JsonDoc, UTCDateTime
+from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
 
 
 class Rule(Base):
@@ -70,5 +74,30 @@ class RuleVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class RuleFiring(Base):
+    """A rule that fired for one event: what its conditions saw and what its actions did."""
+
+    __tablename__ = "rule_firings"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "rule_id", "event_id", name="uq_rule_firings_event"),
+        Index("ix_rule_firings_rule", "workspace_id", "rule_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    rule_id: Mapped[str] = mapped_column(String(63))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[int] = mapped_column(BigId)
+    profile_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    #: always true for now (near misses are recorded once tracing per rule exists)
+    matched: Mapped[bool] = mapped_column(Boolean)
+    #: the evaluated leaves with the values seen (``LeafResult.view``)
+    trace: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc)
+    #: one entry per action: ``{"type", "status", ...}``
+    outcomes: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 RULES = cast(Table, Rule.__table__)
 RULE_VERSIONS = cast(Table, RuleVersion.__table__)
+RULE_FIRINGS = cast(Table, RuleFiring.__table__)
