@@ -27,7 +27,7 @@ from identity.models import (
     SPLITS,
 )
 from identity.privacy_models import ERASURES
-from identity.views import current_profile
+from identity.views import current_profile, merged_members
 from pipeline import ConflictError
 from pipeline.db import in_list
 
@@ -63,7 +63,8 @@ def find_person(
     survivor = current_profile(session, workspace_id, profile_id)
     if survivor is None:
         return None
-    ids = [survivor.id, *sorted(_merged_into(session, workspace_id, survivor.id) - {survivor.id})]
+    merged = merged_members(session, workspace_id, [survivor.id], max_rows=_MAX_CLUSTER)
+    ids = [survivor.id, *sorted(set(merged) - {survivor.id})]
     if lock and session.get_bind().dialect.name == "postgresql":
         rows = session.execute(
             select(PROFILES.c.id, PROFILES.c.merged_into)
@@ -79,26 +80,6 @@ def find_person(
         .order_by(IDENTIFIERS.c.kind, IDENTIFIERS.c.value)
     ).all()
     return Person(workspace_id, profile_id, survivor.id, tuple(ids), tuple((k, v) for k, v in held))
-
-
-def _merged_into(session: Session, workspace_id: str, survivor: str) -> set[str]:
-    """Every profile row whose redirects (``merged_into``) end at ``survivor``: the rows
-    merged into it, those merged into them, and so on (an index search per step)."""
-    p = PROFILES.c
-    found: set[str] = set()
-    frontier = {survivor}
-    while frontier and len(found) < _MAX_CLUSTER:
-        step = set(
-            session.scalars(
-                select(p.id).where(
-                    p.workspace_id == workspace_id,
-                    in_list(session, p.merged_into, sorted(frontier)),
-                )
-            )
-        )
-        frontier = step - found - {survivor}
-        found |= frontier
-    return found
 
 
 def profile_rows(session: Session, person: Person) -> list[dict[str, Any]]:

@@ -54,9 +54,9 @@ from identity.models import (
     REVIEWS,
     SPLITS,
 )
-from identity.resolve import link_keys, new_profile_id, plan_events, write_plan
+from identity.resolve import link_keys, new_profile_id, owners_of, plan_events, write_plan
 from identity.splits import add_split
-from identity.views import current_profile
+from identity.views import current_profile, merged_members, profiles_of_events
 from pipeline import StoredEvent, ValidationError, utcnow
 from pipeline.db import in_list
 from pipeline.models import EVENTS
@@ -156,22 +156,22 @@ def unmerge(
 
 def _read_cluster(session: Session, workspace_id: str, profile_id: str) -> _Cluster:
     """The profile (locked on PostgreSQL), every profile merged into it, its identifiers."""
-    query = select(PROFILES.c.id, PROFILES.c.created_at).where(
-        PROFILES.c.workspace_id == workspace_id, PROFILES.c.id == profile_id
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    created = {pid: at for pid, at in session.execute(query)}
-    frontier = [profile_id]
-    while frontier:  # profiles merged into the cluster, however deep
-        rows = session.execute(
+    if session.get_bind().dialect.name == "postgresql":  # SQLite: the write lock is held
+        session.execute(
+            select(PROFILES.c.id)
+            .where(PROFILES.c.workspace_id == workspace_id, PROFILES.c.id == profile_id)
+            .with_for_update()
+        ).all()
+    members = sorted(merged_members(session, workspace_id, [profile_id]))
+    created = {
+        pid: at
+        for pid, at in session.execute(
             select(PROFILES.c.id, PROFILES.c.created_at).where(
                 PROFILES.c.workspace_id == workspace_id,
-                in_list(session, PROFILES.c.merged_into, frontier),
+                in_list(session, PROFILES.c.id, members),
             )
-        ).all()
-        frontier = [pid for pid, _ in rows if pid not in created]
-        created.update({pid: at for pid, at in rows})
+        )
+    }
     ids = IDENTIFIERS.c
     identifiers = {
         (row.kind, row.value): dict(row._mapping)
@@ -368,15 +368,7 @@ def _restore(
     session: Session, workspace_id: str, cluster: _Cluster, now: datetime
 ) -> list[dict[str, Any]]:
     """Old ids keep their creation time, flags come back, unused ids redirect; the parts."""
-    placed: dict[int, str] = {}
-    event_ids = [event.id for event in cluster.events]
-    for start in range(0, len(event_ids), _CHUNK):
-        rows = session.execute(
-            select(PROFILE_EVENTS.c.event_id, PROFILE_EVENTS.c.profile_id).where(
-                in_list(session, PROFILE_EVENTS.c.event_id, event_ids[start : start + _CHUNK])
-            )
-        )
-        placed.update({event_id: pid for event_id, pid in rows})
+    placed = profiles_of_events(session, workspace_id, [event.id for event in cluster.events])
     counts = Counter(placed.values())
     live = set(
         session.scalars(
@@ -406,7 +398,10 @@ def _restore(
             .values(sharing=bindparam("s")),
             flags,
         )
-    owners = _owners(session, workspace_id, list(cluster.identifiers))
+    owners = {
+        key: owner.profile_id
+        for key, owner in owners_of(session, workspace_id, cluster.identifiers).items()
+    }
     main = counts.most_common(1)[0][0] if counts else None
     redirects = []
     for pid in sorted(set(cluster.ids) - live):
@@ -442,26 +437,6 @@ def _restore(
         {"id": pid, "events": n, "identifiers": sorted(by_profile.get(pid, []))}
         for pid, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
-
-
-def _owners(session: Session, workspace_id: str, keys: list[Key]) -> dict[Key, str]:
-    """The profile each identifier belongs to now (unattached ones left out)."""
-    owners: dict[Key, str] = {}
-    by_kind: dict[str, list[str]] = {}
-    for kind, value in keys:
-        by_kind.setdefault(kind, []).append(value)
-    ids = IDENTIFIERS.c
-    for kind, values in sorted(by_kind.items()):
-        for start in range(0, len(values), _CHUNK):
-            rows = session.execute(
-                select(ids.value, ids.profile_id).where(
-                    ids.workspace_id == workspace_id,
-                    ids.kind == kind,
-                    in_list(session, ids.value, values[start : start + _CHUNK]),
-                )
-            )
-            owners.update({(kind, value): pid for value, pid in rows})
-    return owners
 
 
 __all__ = ["MODES", "UNMERGED", "ProfileNotFound", "unmerge"]

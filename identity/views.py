@@ -3,7 +3,7 @@ timeline, and the profile each event is counted in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,11 +19,14 @@ from identity.models import (
     ProfileIdentifier,
 )
 from identity.resolve import people_sharing
+from pipeline.db import in_list
 from pipeline.events import EventRecord, event_view, events_by_id
 from pipeline.identifiers import normalize_identifier
 from pipeline.models import EVENT_PROCESSED, Event
 
 _MAX_REDIRECTS = 16
+#: event ids per query (well under the bound-parameter limits)
+_EVENT_CHUNK = 400
 
 
 def find_profile_id(
@@ -63,14 +66,17 @@ def profiles_of_events(
     session: Session, workspace_id: str, event_ids: Sequence[int]
 ) -> dict[int, str]:
     """For each processed event, the profile it is counted in now (after any merge)."""
-    if not event_ids:
+    chosen = sorted(set(event_ids))
+    rows: list[Any] = []
+    for start in range(0, len(chosen), _EVENT_CHUNK):
+        rows += session.execute(
+            select(ProfileEvent.event_id, ProfileEvent.profile_id).where(
+                ProfileEvent.workspace_id == workspace_id,
+                in_list(session, ProfileEvent.event_id, chosen[start : start + _EVENT_CHUNK]),
+            )
+        ).all()
+    if not rows:
         return {}
-    rows = session.execute(
-        select(ProfileEvent.event_id, ProfileEvent.profile_id).where(
-            ProfileEvent.workspace_id == workspace_id,
-            ProfileEvent.event_id.in_(sorted(set(event_ids))),
-        )
-    ).all()
     survivors = _survivors(session, workspace_id, {profile_id for _, profile_id in rows})
     return {event_id: survivors.get(pid, pid) for event_id, pid in rows}
 
@@ -171,6 +177,38 @@ def _survivors(session: Session, workspace_id: str, profile_ids: set[str]) -> di
             current, hops = parent[current], hops + 1
         moved[origin] = current
     return moved
+
+
+def merged_members(
+    session: Session,
+    workspace_id: str,
+    survivors: Collection[str],
+    *,
+    max_depth: int | None = None,
+    max_rows: int | None = None,
+) -> dict[str, str]:
+    """Each of ``survivors`` and every profile row merged into one of them, directly or
+    through others (member -> its survivor): one index search per level of merges.
+
+    The reverse of :func:`_survivors`. ``max_depth``/``max_rows`` stop the walk early for
+    callers that bound it.
+    """
+    owner = {survivor: survivor for survivor in survivors}
+    frontier = set(owner)
+    depth = 0
+    while frontier and (max_depth is None or depth < max_depth):
+        if max_rows is not None and len(owner) - len(survivors) >= max_rows:
+            break
+        rows = session.execute(
+            select(Profile.id, Profile.merged_into).where(
+                Profile.workspace_id == workspace_id,
+                in_list(session, Profile.merged_into, sorted(frontier)),
+            )
+        ).all()
+        found = {pid: into for pid, into in rows if pid not in owner and into is not None}
+        owner.update({pid: owner[into] for pid, into in found.items()})
+        frontier, depth = set(found), depth + 1
+    return owner
 
 
 def current_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:

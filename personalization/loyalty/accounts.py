@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from identity.models import Profile
+from identity.views import merged_members
 from personalization.loyalty.errors import ProfileNotFound
 from personalization.loyalty.models import ACCOUNTS, LoyaltyAccount, LoyaltyEntry
 from personalization.loyalty.policy import Line
@@ -42,40 +43,14 @@ def survivor_id(session: Session, workspace_id: str, profile_id: str) -> str:
     raise ProfileNotFound(profile_id)
 
 
-def families(session: Session, workspace_id: str, survivors: Collection[str]) -> dict[str, str]:
-    """Every profile merged (directly or not) into one of ``survivors``: member -> survivor."""
-    owner = {survivor: survivor for survivor in survivors}
-    frontier = set(owner)
-    for _ in range(_MAX_DEPTH):
-        if not frontier:
-            break
-        rows = session.execute(
-            select(Profile.id, Profile.merged_into).where(
-                Profile.workspace_id == workspace_id, Profile.merged_into.in_(sorted(frontier))
-            )
-        ).all()
-        found = {pid: into for pid, into in rows if pid not in owner and into is not None}
-        owner.update({pid: owner[into] for pid, into in found.items()})
-        frontier = set(found)
-    return owner
-
-
 def family(session: Session, workspace_id: str, survivor: str) -> list[str]:
     """The survivor and every profile merged into it, directly or not."""
-    members, frontier = {survivor}, {survivor}
-    for _ in range(_MAX_DEPTH):
-        merged = set(
-            session.scalars(
-                select(Profile.id).where(
-                    Profile.workspace_id == workspace_id, Profile.merged_into.in_(sorted(frontier))
-                )
-            )
-        )
-        frontier = merged - members
-        if not frontier:
-            break
-        members |= frontier
-    return sorted(members)
+    return sorted(families(session, workspace_id, [survivor]))
+
+
+def families(session: Session, workspace_id: str, survivors: Collection[str]) -> dict[str, str]:
+    """Every profile merged (directly or not) into one of ``survivors``: member -> survivor."""
+    return merged_members(session, workspace_id, survivors, max_depth=_MAX_DEPTH)
 
 
 def lock_account(

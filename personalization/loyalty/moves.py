@@ -28,7 +28,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identity.models import PROFILE_EVENTS
+from identity.views import profiles_of_events
 from personalization.loyalty import accounts
 from personalization.loyalty.config import LoyaltyConfig
 from personalization.loyalty.errors import InsufficientPoints
@@ -89,7 +89,7 @@ def follow_events(
     for profile_id, event_id, points in rows:
         if event_id is not None:  # (the query leaves none out; for the type checker)
             held[(holders[profile_id], event_id)] += points
-    counted = _counted_in(session, sorted({event_id for _, event_id in held}))
+    counted = profiles_of_events(session, workspace_id, [event_id for _, event_id in held])
     moves = Moves()
     for (holder, event_id), points in sorted(held.items()):
         owner = counted.get(event_id)
@@ -147,19 +147,6 @@ def _take(
                 return 0
             want = min(want - 1, short.balance)
     return 0
-
-
-def _counted_in(session: Session, event_ids: list[int]) -> dict[int, str]:
-    """The profile each event is counted in now."""
-    found: dict[int, str] = {}
-    for start in range(0, len(event_ids), _CHUNK):
-        rows = session.execute(
-            select(PROFILE_EVENTS.c.event_id, PROFILE_EVENTS.c.profile_id).where(
-                in_list(session, PROFILE_EVENTS.c.event_id, event_ids[start : start + _CHUNK])
-            )
-        )
-        found.update({int(event_id): profile_id for event_id, profile_id in rows})
-    return found
 
 
 __all__ = ["Moves", "follow_events"]

@@ -48,6 +48,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from identity.models import Profile, ProfileEvent, ProfileIdentifier
+from identity.views import profiles_of_events
 from personalization import loyalty
 from personalization.action_requests import parse_request
 from personalization.actions import EMAIL_REPLY, EMAIL_SEND, SMS_SEND, enqueue
@@ -154,7 +155,7 @@ def fire_rules(
     if not pending:
         return stats
     now = now or utcnow()
-    profiles = _profiles_of(session, workspace_id, [event.id for event, _ in pending])
+    profiles = profiles_of_events(session, workspace_id, [event.id for event, _ in pending])
     firing = _Firing(session, workspace_id, now, loyalty_config, default_region, stats)
     known = _Profiles.read(session, workspace_id, set(profiles.values()))
     firing.read_loyalty(set(profiles.values()))
@@ -172,15 +173,6 @@ def fire_rules(
             if rule.stop:
                 break
     return stats
-
-
-def _profiles_of(session: Session, workspace_id: str, event_ids: list[int]) -> dict[int, str]:
-    rows = session.execute(
-        select(ProfileEvent.event_id, ProfileEvent.profile_id).where(
-            ProfileEvent.workspace_id == workspace_id, ProfileEvent.event_id.in_(event_ids)
-        )
-    )
-    return {event_id: profile_id for event_id, profile_id in rows}
 
 
 @dataclass
