@@ -21,6 +21,14 @@ looks like a real business's. So the sample contains what real touchpoints produ
 
 Every event carries the ground truth in ``context["sample_person"]`` (``person-0042``), so
 tests can measure how well identity resolution recovers the real people.
+
+It also holds what the demo's marketing rules
+(``personalization/rules/samples/demo.yaml``) react to, so ``ecrm demo`` shows each of
+them firing: support emails whose subject is a complaint, SMS keyword replies (``YES``,
+``STOP``) that carry a consent decision, and a few lapsed customers who opted in to SMS,
+bought nothing and come back to the site after two months away. These are drawn from a
+second RNG (seeded from the seed), so the main draws, and with them the people and every
+other event, are the same as without them.
 """
 
 from __future__ import annotations
@@ -73,6 +81,19 @@ DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC)
 SOURCE = "sample"
 _TIMESTAMP_FIELDS = ("occurred_at", "received_at")
 _T = TypeVar("_T")
+#: share of support emails that are complaints (the demo's auto-reply rule answers them)
+COMPLAINT_SHARE = 0.15
+#: complaint subjects: each matches one of the demo rule's globs (``*complain*``, ...)
+_COMPLAINT_SUBJECTS = (
+    "Complaint about my order",
+    "Refund not received yet",
+    "Not happy with the quality",
+)
+#: SMS keywords that are a consent decision (``personalization.consent``)
+_SMS_CONSENT = {"YES": "opted_in", "STOP": "opted_out"}
+#: a lapsed customer comes back after at least this many days away (the win-back rule: 60)
+LAPSE_DAYS = 61
+_DAY = 86400.0
 
 
 # --------------------------------------------------------------------------------------
@@ -317,8 +338,10 @@ def _money(value: float) -> float:
 class _Generator:
     """Builds events person by person; ``message_id`` is assigned after sorting by time."""
 
-    def __init__(self, rng: Random, start: datetime, days: int) -> None:
+    def __init__(self, rng: Random, start: datetime, days: int, story: Random) -> None:
         self.rng = rng
+        #: draws for what the demo's rules react to, apart from ``rng`` (see the module doc)
+        self.story = story
         self.start = start
         self.days = days
         self.events: list[dict[str, Any]] = []
@@ -563,16 +586,22 @@ class _Generator:
         if person.shared_email is not None:
             senders.append(person.shared_email)
         for sender in senders:
+            at, delay = self.moment(0, 24), rng.uniform(1.0, 30.0)
+            identifiers = {"email": _render_email(rng, sender)}
+            traits = self.name_traits(person)
+            subject = rng.choice(_EMAIL_SUBJECTS)
+            if self.story.random() < COMPLAINT_SHARE:
+                subject = self.story.choice(_COMPLAINT_SUBJECTS)
             self.emit(
                 person,
                 "email",
                 "email.received",
-                self.moment(0, 24),
-                rng.uniform(1.0, 30.0),
-                {"email": _render_email(rng, sender)},
-                traits=self.name_traits(person),
+                at,
+                delay,
+                identifiers,
+                traits=traits,
                 properties={
-                    "subject": rng.choice(_EMAIL_SUBJECTS),
+                    "subject": subject,
                     "mailbox": "support@shop.example",
                     "thread_id": f"thr-{rng.getrandbits(40):010x}",
                 },
@@ -614,24 +643,98 @@ class _Generator:
         if phone is None:
             return
         for _ in range(round(person.activity * rng.uniform(0.0, 1.2))):
+            at, delay = self.moment(7, 23), rng.uniform(0.5, 10.0)
+            identifiers = {"phone": phone.render(rng)}
+            properties: dict[str, Any] = {"body": rng.choice(_SMS_BODIES), "to": "72345"}
+            if properties["body"] in _SMS_CONSENT:
+                status = _SMS_CONSENT[properties["body"]]
+                properties["consent"] = {"channel": "sms", "status": status}
+            self.emit(person, "sms", "sms.received", at, delay, identifiers, properties=properties)
+
+    def lapsed(self, people: list[_Person]) -> None:
+        """A few customers who opted in to SMS, bought nothing and come back after 60+ days.
+
+        Why after the fact: whether a person lapsed is only known once their events are
+        drawn. Those who logged in, bought nothing and were last on the site at least
+        :data:`LAPSE_DAYS` before the sample ends get an SMS opt-in with their phone when
+        they last logged in, and a page view on the same device at least that many days
+        after their last one: what the demo's win-back rule looks for. People sharing a
+        phone or a mailbox are left out (their profiles are not theirs alone).
+        """
+        story, end = self.story, self.days * _DAY
+        last_view: dict[str, float] = {}
+        last_login: dict[str, dict[str, Any]] = {}
+        buyers: set[str] = set()
+        for event in self.events:
+            person_id = event["context"]["sample_person"]
+            at = (event["occurred_at"] - self.start).total_seconds()
+            if event["type"] == "page.viewed":
+                last_view[person_id] = max(at, last_view.get(person_id, 0.0))
+            elif event["type"] == "order.completed":
+                buyers.add(person_id)
+            elif event["type"] == "profile.identified":
+                found = last_login.get(person_id)
+                if found is None or event["occurred_at"] > found["occurred_at"]:
+                    last_login[person_id] = event
+        candidates = [
+            person
+            for person in people
+            if person.phone is not None
+            and not person.shares_phone
+            and person.shared_email is None
+            and person.person_id in last_login
+            and person.person_id not in buyers
+            and last_view.get(person.person_id, end) + LAPSE_DAYS * _DAY < end - 3600.0
+        ]
+        wanted = min(len(candidates), max(1, len(people) // 50))
+        for person in story.sample(candidates, wanted):
+            assert person.phone is not None
+            login = last_login[person.person_id]
+            device = login["identifiers"]["anonymous_id"]
+            email = login["traits"]["email"]
+            phone = person.phone.render(story)
+            at = (login["occurred_at"] - self.start).total_seconds() + story.uniform(20, 90)
             self.emit(
                 person,
-                "sms",
-                "sms.received",
-                self.moment(7, 23),
-                rng.uniform(0.5, 10.0),
-                {"phone": phone.render(rng)},
-                properties={"body": rng.choice(_SMS_BODIES), "to": "72345"},
+                "web",
+                "profile.identified",
+                at,
+                story.uniform(0.05, 2.0),
+                {
+                    "anonymous_id": device,
+                    "user_id": person.customer_id,
+                    "email": email,
+                    "phone": phone,
+                },
+                traits={"first_name": person.first, "last_name": person.last, "email": email},
+                properties={"consent": {"channel": "sms", "status": "opted_in"}},
+                context={k: v for k, v in login["context"].items() if k != "sample_person"},
+            )
+            away = last_view[person.person_id] + LAPSE_DAYS * _DAY
+            path, title = story.choice(_PAGES)
+            self.emit(
+                person,
+                "web",
+                "page.viewed",
+                story.uniform(away, end - 3600.0),
+                story.uniform(0.05, 2.0),
+                {"anonymous_id": device, "user_id": person.customer_id},
+                properties={"path": path, "title": title, "referrer": story.choice(_REFERRERS)},
+                context={
+                    "session_id": f"s-{story.getrandbits(64):016x}",
+                    "user_agent": _USER_AGENTS[int(device[:2], 16) % len(_USER_AGENTS)],
+                },
             )
 
 
-def _populate(generator: _Generator, people: Iterable[_Person]) -> None:
+def _populate(generator: _Generator, people: list[_Person]) -> None:
     for person in people:
         generator.web(person)  # always emits, so every person has events
         generator.pos(person)
         generator.email(person)
         generator.call(person)
         generator.sms(person)
+    generator.lapsed(people)
 
 
 def generate_sample(
@@ -657,7 +760,7 @@ def generate_sample(
     elif start.tzinfo is None or start.utcoffset() is None:
         raise ValueError("start must be timezone-aware")
     rng = Random(seed)
-    generator = _Generator(rng, start.astimezone(UTC), days)
+    generator = _Generator(rng, start.astimezone(UTC), days, Random(f"{seed}:stories"))
     _populate(generator, _make_people(rng, customers))
     events = generator.events
     events.sort(key=lambda event: event["occurred_at"])  # stable: ties keep build order

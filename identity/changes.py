@@ -6,6 +6,8 @@ it in id order (:func:`changes_after`), so none is missed and none is heard of t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +34,41 @@ def record_change(
     return int(inserted.scalar_one())
 
 
+#: one entry of :func:`record_changes`: (type, profile id, data)
+NewChange = tuple[str, str, dict[str, Any]]
+
+
+def record_changes(
+    session: Session,
+    workspace_id: str,
+    changes: Sequence[NewChange],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Append many changes in one statement (an executemany), in the order given.
+
+    Why beside :func:`record_change`: a batch of events may change hundreds of profiles'
+    tags at once, and one ``INSERT … RETURNING`` per change would cost a round trip each.
+    The ids are not returned; subscribers read them with :func:`changes_after`.
+    """
+    if not changes:
+        return
+    stamp = now or utcnow()
+    session.execute(
+        CHANGES.insert(),
+        [
+            {
+                "workspace_id": workspace_id,
+                "type": type_,
+                "profile_id": profile_id,
+                "data": data,
+                "created_at": stamp,
+            }
+            for type_, profile_id, data in changes
+        ],
+    )
+
+
 def changes_after(
     session: Session, workspace_id: str, after: int = 0, *, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -55,4 +92,4 @@ def changes_after(
     ]
 
 
-__all__ = ["changes_after", "record_change"]
+__all__ = ["NewChange", "changes_after", "record_change", "record_changes"]

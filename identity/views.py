@@ -116,7 +116,7 @@ def timeline(
     cursor = encode_cursor(page[-1][1], page[-1][0]) if len(page) == limit else None
     view: dict[str, Any] = {
         "profile_id": survivor.id,
-        "events": [event_view(record) for record in records],
+        "events": [{**event_view(record), "event_id": record.event.id} for record in records],
         "next_before": cursor,
     }
     if survivor.id != profile_id:

@@ -27,6 +27,7 @@ from personalization.actions import (
     retry,
 )
 from personalization.consent import Consent, allowed, status_of
+from personalization.labels import models as _labels_models  # noqa: F401  (registers its table)
 from personalization.rules import models as _rules_models  # noqa: F401  (registers its tables)
 
 __all__ = [

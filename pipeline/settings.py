@@ -21,11 +21,14 @@ import phonenumbers
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from pipeline.caps import Cap, parse_cap
 from pipeline.errors import SettingsError
 
 DEFAULT_WORKSPACE = "default"
 _WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "sqla+sqlite", "memory")
+#: the message channels ``ECRM_CHANNEL_CAPS`` may cap
+CAPPED_CHANNELS = ("email", "sms")
 _SECRET_NAMES = {"admin_token", "twilio_auth_token", "smtp_password", "erasure_key"}
 
 
@@ -90,6 +93,9 @@ class Settings:
     # derived from the admin token), and whether events matching a tombstone are suppressed
     erasure_key: str | None = field(default=None, repr=False)
     erasure_suppress: bool = False
+    #: at most N messages per period per profile on a channel, across all rules
+    #: (``email=3/7d,sms=1/1d``); a channel not named is not capped
+    channel_caps: Mapping[str, Cap] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,6 +118,8 @@ class Settings:
                 text = _mask(value) if value else "(none)"
             elif name in ("database_url", "broker_url"):
                 text = _hide_password(value)
+            elif name == "channel_caps":
+                text = ",".join(f"{ch}={cap.text}" for ch, cap in value.items()) or "(none)"
             else:
                 text = str(value)
             out[f"ECRM_{name.upper()}"] = text
@@ -225,6 +233,31 @@ def parse_origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def parse_channel_caps(raw: str) -> dict[str, Cap]:
+    """``email=3/7d,sms=1/1d`` -> {channel: Cap}; each channel once, email or sms."""
+    caps: dict[str, Cap] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        channel, sep, text = (part.strip() for part in entry.partition("="))
+        if not sep:
+            raise SettingsError(
+                f"ECRM_CHANNEL_CAPS: {entry!r} is not CHANNEL=MAX/PERIOD, e.g. email=3/7d"
+            )
+        if channel not in CAPPED_CHANNELS:
+            raise SettingsError(
+                f"ECRM_CHANNEL_CAPS: unknown channel {channel!r}; expected "
+                f"{' or '.join(CAPPED_CHANNELS)}"
+            )
+        if channel in caps:
+            raise SettingsError(f"ECRM_CHANNEL_CAPS: {channel} is given twice")
+        try:
+            caps[channel] = parse_cap(text)
+        except ValueError as exc:
+            raise SettingsError(f"ECRM_CHANNEL_CAPS: {channel}: {exc}") from None
+    return caps
+
+
 def normalize_database_url(url: str) -> str:
     """Validate a database URL and pick the psycopg 3 driver for plain ``postgresql://``."""
     try:
@@ -309,6 +342,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         loyalty_config=_readable_file(env, "ECRM_LOYALTY_CONFIG"),
         erasure_key=_erasure_key(env),
         erasure_suppress=_flag(env, "ECRM_ERASURE_SUPPRESS"),
+        channel_caps=parse_channel_caps(env.get("ECRM_CHANNEL_CAPS", "")),
     )
 
 

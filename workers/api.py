@@ -26,6 +26,7 @@ from sqlalchemy import text
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
 from identity.views import decode_cursor, event_views, find_profile_id, profile_view, timeline
+from personalization.rules.fire import firings_of_events
 from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
 from pipeline.ingest import request_outcome
@@ -34,6 +35,7 @@ from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
+from workers.api_labels import labels_router, profile_labels
 from workers.api_loyalty import loyalty_router, profile_loyalty
 from workers.api_mailboxes import mailbox_router
 from workers.api_privacy import privacy_router
@@ -309,7 +311,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     def get_profile(profile_id: str, request: Request) -> dict[str, Any]:
         workspace = workspace_for_admin(request)
         with db.read() as session:
-            view = profile_loyalty(session, workspace, profile_view(session, workspace, profile_id))
+            view = profile_view(session, workspace, profile_id)
+            view = profile_labels(session, workspace, profile_loyalty(session, workspace, view))
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view
@@ -327,6 +330,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Problem(400, "Invalid query", str(exc), "before") from None
         with db.read() as session:
             view = timeline(session, workspace, profile_id, limit=limit, before=cursor)
+            if view is not None:  # what the rules did with each event
+                ids = [event["event_id"] for event in view["events"]]
+                fired = firings_of_events(session, workspace, ids)
+                for event in view["events"]:
+                    event["rules"] = fired.get(event["event_id"], [])
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view
@@ -344,9 +352,8 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             except ValueError as exc:
                 raise Problem(400, "Invalid query", str(exc), "identifier") from None
-            view = profile_loyalty(
-                session, workspace, profile_view(session, workspace, found) if found else None
-            )
+            view = profile_view(session, workspace, found) if found else None
+            view = profile_labels(session, workspace, profile_loyalty(session, workspace, view))
         if view is None:
             raise Problem(404, "Not Found", f"no profile with {kind}:{value}", "identifier")
         return view
@@ -381,6 +388,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(privacy_router(runtime, admin))
     app.include_router(rules_router(runtime, admin))
     app.include_router(loyalty_router(runtime, admin))
+    app.include_router(labels_router(runtime, admin))
     return app
 
 

@@ -20,6 +20,7 @@ from connectors.email.privacy import erase_refused_mail, refused_mail
 from identity.erasure import Eraser, ErasureResult, ProfileNotFound, Scrubber, erase_profile
 from identity.export import Person, Section, consistent_read, export_chunks, find_person
 from identity.tombstones import tombstone_key
+from personalization.labels.privacy import erase_labels, export_labels
 from personalization.loyalty.privacy import erase_loyalty, export_loyalty
 from personalization.privacy import erase_outbound, export_outbound
 from pipeline import ConflictError
@@ -41,8 +42,9 @@ def _mail_section(session: Session, person: Person) -> dict[str, Any]:
 
 
 #: what other packages hold about a person, erased and exported with identity's rows
-ERASERS: tuple[Eraser, ...] = (erase_outbound, _erase_mail, erase_loyalty)
-SECTIONS: tuple[Section, ...] = (export_outbound, _mail_section, export_loyalty)
+#: (labels first: it notes rule-set trait values, which the later ones scrub too)
+ERASERS: tuple[Eraser, ...] = (erase_labels, erase_outbound, _erase_mail, erase_loyalty)
+SECTIONS: tuple[Section, ...] = (export_outbound, _mail_section, export_loyalty, export_labels)
 
 
 def erase(

@@ -8,6 +8,10 @@ atomically; a rule left out is disabled. An invalid set changes nothing and is a
 
 ``GET /v1/rules/{id}/firings?after=&limit=`` pages through a rule's firings, oldest first:
 the trace of its conditions and each action's outcome.
+
+``POST /v1/rules/test?since=30d&until=&sample=5`` takes a rule set like ``PUT`` and answers
+what it would have done over that period of the event log, writing nothing
+(:mod:`personalization.rules.rehearse`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from personalization.loyalty import LoyaltyConfig
 from personalization.rules import (
+    RuleSet,
     RuleSetInvalid,
     apply_rule_set,
     check_rule_set,
@@ -28,9 +34,11 @@ from personalization.rules import (
     parse_yaml,
 )
 from personalization.rules.fire import list_firings
+from personalization.rules.rehearse import rehearse
 from pipeline import ValidationError
 from workers.auth import admin_workspace
 from workers.problems import Problem
+from workers.rules_period import period_start
 from workers.runtime import Runtime
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -52,9 +60,8 @@ def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter
         with db.read() as session:
             return {"rules": list_rules(session, workspace)}
 
-    @router.put("/v1/rules")
-    async def put_rules(request: Request) -> dict[str, Any]:
-        workspace = admin_workspace(request, admin_tokens)
+    async def rule_set_of(request: Request) -> RuleSet:
+        """The body's rule set (YAML or JSON, as ``PUT /v1/rules`` takes it), checked."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
@@ -64,17 +71,21 @@ def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if media in YAML_TYPES:
-                rule_set = parse_yaml(_text(body), source="body")
-            else:
-                try:
-                    data = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise Problem(
-                        400, "Malformed JSON", f"body is not valid JSON: {exc}", "body"
-                    ) from None
-                rule_set = check_rule_set(data)
+                return parse_yaml(_text(body), source="body")
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise Problem(
+                    400, "Malformed JSON", f"body is not valid JSON: {exc}", "body"
+                ) from None
+            return check_rule_set(data)
         except RuleSetInvalid as exc:
             raise _invalid(exc) from None
+
+    @router.put("/v1/rules")
+    async def put_rules(request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        rule_set = await rule_set_of(request)
         with db.write() as session:
             try:
                 result = apply_rule_set(session, workspace, rule_set, source="api")
@@ -82,6 +93,35 @@ def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter
                 raise Problem(422, "Invalid rules", exc.message, exc.field) from None
             rules = list_rules(session, workspace)
         return {**result.view(), "rules": rules}
+
+    @router.post("/v1/rules/test")
+    async def test_rules(
+        request: Request, since: str = "30d", until: str | None = None, sample: int = 5
+    ) -> dict[str, Any]:
+        """``ecrm rules test`` over HTTP: the body's rules rehearsed, nothing written."""
+        workspace = admin_workspace(request, admin_tokens)
+        rule_set = await rule_set_of(request)
+        if not 0 <= sample <= 100:
+            raise Problem(422, "Invalid query", "sample must be between 0 and 100", "sample")
+        try:
+            start, end = period_start(since, "since"), period_start(until, "until")
+        except ValueError as exc:
+            field = str(exc).split(":", 1)[0]
+            raise Problem(422, "Invalid query", str(exc), field) from None
+        settings = runtime.settings
+        with db.read() as session:
+            report = rehearse(
+                session,
+                workspace,
+                [rule for rule in rule_set.rules if rule.enabled],
+                since=start,
+                until=end,
+                sample=sample,
+                loyalty_config=LoyaltyConfig.load(settings.loyalty_config),
+                default_region=settings.default_region,
+                channel_caps=dict(settings.channel_caps),
+            )
+        return report.view()
 
     @router.get("/v1/rules/{rule_id}")
     def get_one(rule_id: str, request: Request) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -27,6 +27,7 @@ from personalization import consent
 from personalization.loyalty import DEFAULT_CONFIG, LoyaltyConfig
 from personalization.rules.fire import fire_rules
 from pipeline import ConflictError, Database, TransientError
+from pipeline.caps import Cap
 from pipeline.outbox import Publish, RelayStats, relay
 from pipeline.processing import (
     StoredEvent,
@@ -65,6 +66,7 @@ def process_batches(
     *,
     loyalty_config: LoyaltyConfig = DEFAULT_CONFIG,
     default_region: str = "US",
+    channel_caps: Mapping[str, Cap] | None = None,
 ) -> int:
     """Process batches exactly once in their effects; returns how many events it processed.
 
@@ -72,7 +74,7 @@ def process_batches(
     here a few times after a short random pause: the other transaction has committed by
     then, and a trip through the broker's retry backoff would cost seconds.
     """
-    options = _Options(config, loyalty_config, default_region)
+    options = _Options(config, loyalty_config, default_region, dict(channel_caps or {}))
     if db.dialect == "sqlite":
         done = _process_optimistically(db, batch_ids, options)
         if done is not None:
@@ -96,6 +98,7 @@ class _Options:
     identity: IdentityConfig | None
     loyalty: LoyaltyConfig
     region: str
+    channel_caps: Mapping[str, Cap]
 
     def fire(self, session: Session, workspace_id: str, events: Sequence[StoredEvent]) -> None:
         fire_rules(
@@ -104,6 +107,7 @@ class _Options:
             events,
             loyalty_config=self.loyalty,
             default_region=self.region,
+            channel_caps=self.channel_caps,
         )
 
 

@@ -76,6 +76,71 @@ def apply_command(path: str, workspace: str) -> None:
             click.echo(f"  {rule_id:<32} v{version:<4} {change}")
 
 
+@rules.command("test")
+@click.argument("path", metavar="FILE")
+@click.option("--since", default="30d", show_default=True, help="a period (30d, 12h) or a date")
+@click.option("--until", default=None, help="an ISO date or time (default: now)")
+@click.option("--sample", default=5, show_default=True, type=click.IntRange(0, 100))
+@click.option("--json", "as_json", is_flag=True, help="the report as JSON")
+@_workspace
+@one_line_errors
+def test_command(
+    path: str, since: str, until: str | None, sample: int, as_json: bool, workspace: str
+) -> None:
+    """Replay the event log against FILE's rules without side effects: what would happen.
+
+    Counts firings, profiles, messages (queued or suppressed) and points per rule, with a
+    sample of rendered messages. Nothing is written: FILE need not be applied.
+    """
+    import orjson
+
+    from personalization.loyalty import LoyaltyConfig
+    from personalization.rules.rehearse import rehearse
+    from workers.rules_period import period_start
+
+    rule_set = _load(path)
+    try:
+        start, end = period_start(since, "--since"), period_start(until, "--until")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    runtime = load_runtime(migrate=True)
+    settings = runtime.settings
+    enabled = [rule for rule in rule_set.rules if rule.enabled]
+    with runtime.db.read() as session:
+        report = rehearse(
+            session,
+            workspace,
+            enabled,
+            since=start,
+            until=end,
+            sample=sample,
+            loyalty_config=LoyaltyConfig.load(settings.loyalty_config),
+            default_region=settings.default_region,
+            channel_caps=dict(settings.channel_caps),
+        )
+    view = report.view()
+    if as_json:
+        click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(
+        f"{path}: {len(enabled)} rules over {report.events:,} events since "
+        f"{start.isoformat(timespec='seconds')}; nothing written"
+    )
+    for rule in view["rules"]:
+        messages = ", ".join(f"{n} {status}" for status, n in rule["messages"].items())
+        held = ", ".join(f"{n} {why}" for why, n in rule["held"].items())
+        click.echo(
+            f"  {rule['rule_id']:<32} fired {rule['fired']:>6,} for {rule['profiles']:,} profiles"
+            + (f"; messages: {messages}" if messages else "")
+            + (f"; points +{rule['points_awarded']:,}" if rule["points_awarded"] else "")
+            + (f" -{rule['points_deducted']:,}" if rule["points_deducted"] else "")
+            + (f"; held: {held}" if held else "")
+        )
+        for message in rule["sample_messages"]:
+            subject = f" {message['subject']!r}" if message.get("subject") else ""
+            click.echo(f"      {message['kind']} to {message['to']}{subject}")
+
+
 @rules.command("list")
 @_workspace
 @one_line_errors

@@ -33,6 +33,7 @@ def process_batch(self: Any, batch_ids: list[int] | int) -> None:
             runtime.identity,
             loyalty_config=LoyaltyConfig.load(runtime.settings.loyalty_config),
             default_region=runtime.settings.default_region,
+            channel_caps=runtime.settings.channel_caps,
         )
     except TransientError as exc:
         countdown = min(2**self.request.retries, 60)

@@ -275,27 +275,35 @@ def expire_due(
     )
     entries = points = 0
     for profile_id in due_accounts:
-        try:
-            survivor = accounts.survivor_id(session, workspace_id, profile_id)
-        except ProfileNotFound:  # the profile row is gone: its own entries still count
-            survivor = profile_id
-        if survivor != profile_id:  # merged away: the survivor's account carries its lots
-            session.execute(
-                update(LoyaltyAccount)
-                .where(
-                    LoyaltyAccount.workspace_id == workspace_id,
-                    LoyaltyAccount.profile_id == profile_id,
-                )
-                .values(next_expiry_at=None, updated_at=now)
-            )
-        account = accounts.lock_account(session, workspace_id, survivor, now)
-        members = accounts.family(session, workspace_id, survivor)
-        lots = replay(accounts.lines(session, workspace_id, members))
-        written, expired = _expire(session, workspace_id, survivor, lots, now)
+        written, expired = expire_account(session, workspace_id, profile_id, now, config)
         entries, points = entries + written, points + expired
-        account.next_expiry_at, account.updated_at = next_expiry(lots), now
-        refresh_tier(session, account, members, now=now, config=config, source=EXPIRY_SOURCE)
     return ExpiryRun(profiles=len(due_accounts), entries=entries, points=points)
+
+
+def expire_account(
+    session: Session, workspace_id: str, profile_id: str, now: datetime, config: LoyaltyConfig
+) -> tuple[int, int]:
+    """Expire one account's due lots (written entries, points), the tier refreshed after."""
+    try:
+        survivor = accounts.survivor_id(session, workspace_id, profile_id)
+    except ProfileNotFound:  # the profile row is gone: its own entries still count
+        survivor = profile_id
+    if survivor != profile_id:  # merged away: the survivor's account carries its lots
+        session.execute(
+            update(LoyaltyAccount)
+            .where(
+                LoyaltyAccount.workspace_id == workspace_id,
+                LoyaltyAccount.profile_id == profile_id,
+            )
+            .values(next_expiry_at=None, updated_at=now)
+        )
+    account = accounts.lock_account(session, workspace_id, survivor, now)
+    members = accounts.family(session, workspace_id, survivor)
+    lots = replay(accounts.lines(session, workspace_id, members))
+    written, expired = _expire(session, workspace_id, survivor, lots, now)
+    account.next_expiry_at, account.updated_at = next_expiry(lots), now
+    refresh_tier(session, account, members, now=now, config=config, source=EXPIRY_SOURCE)
+    return written, expired
 
 
 def _post(
@@ -438,6 +446,7 @@ __all__ = [
     "award",
     "deduct",
     "entry_view",
+    "expire_account",
     "expire_due",
     "recompute_tier",
     "redeem_reward",

@@ -12,8 +12,9 @@ What exists: the schema (:mod:`.schema`), the vocabulary declared in code and ex
 (:mod:`.vocabulary`), YAML loading with file and line in every error (:mod:`.loading`),
 checking and compiling (:mod:`.checks`), pure evaluation with a trace (:mod:`.evaluate`),
 history aggregates as of the event (:mod:`.history`), the trigger index (:mod:`.index`) and
-the versioned store (:mod:`.store`, tables in :mod:`.models`) and firing while batches are
-processed, exactly once (:mod:`.fire`). Guards and test replay come next.
+the versioned store (:mod:`.store`, tables in :mod:`.models`), firing while batches are
+processed, exactly once (:mod:`.fire`), and the guards' decisions: caps, quiet hours and
+holdout (:mod:`.guards`). Test replay comes next.
 """
 
 from personalization.rules.checks import check_rule_set

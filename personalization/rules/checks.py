@@ -7,13 +7,15 @@ path of the key to fix and saying what was expected. Shape errors (pydantic) com
 when the shape is right, each rule's meaning is checked: ids, trigger patterns and
 channels, fields, operators on their field types, values, action parameters, and
 templates (Jinja2 syntax parsed in a sandboxed environment, names limited to
-``event``, ``profile`` and ``loyalty``).
+``event``, ``profile`` and ``loyalty``), and guards (caps and their periods, quiet hours
+as ``"HH:MM"`` in a known IANA time zone, the holdout percentage).
 """
 
 from __future__ import annotations
 
 import re
 import types
+from datetime import time
 from typing import Any, Union, get_args, get_origin
 
 import pydantic
@@ -23,19 +25,25 @@ from jinja2.sandbox import SandboxedEnvironment
 from personalization.rules.schema import (
     AllOf,
     AnyOf,
+    Cap,
     CompiledRule,
     Condition,
     ConditionModel,
+    GuardsModel,
     Leaf,
     Loc,
     NotOf,
+    QuietHours,
+    QuietHoursModel,
     RuleAction,
+    RuleGuards,
     RuleIssue,
     RuleModel,
     RuleSet,
     RuleSetInvalid,
     format_loc,
     time_value,
+    time_zone,
 )
 from personalization.rules.vocabulary import (
     ACTIONS,
@@ -43,6 +51,9 @@ from personalization.rules.vocabulary import (
     ANY,
     CHANNELS,
     LIST,
+    MAX_CAP_COUNT,
+    MAX_CAPS,
+    MAX_HOLDOUT,
     NUMBER,
     OPERATOR_NAMES,
     OPERATORS_BY_NAME,
@@ -54,6 +65,7 @@ from personalization.rules.vocabulary import (
     check_type_pattern,
     parse_field,
 )
+from pipeline.caps import PERIOD_HINT, parse_period
 
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: ids a rule may not take: they are routes (``GET /v1/rules/vocabulary``)
@@ -63,6 +75,7 @@ MAX_RULES = 5000
 MAX_LIST_VALUES = 1000
 _PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _TEMPLATES = SandboxedEnvironment(autoescape=False)
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
 def check_rule_set(data: Any) -> RuleSet:
@@ -178,14 +191,14 @@ class _RuleChecker:
             self.condition(rule.conditions, ("conditions",), 1) if rule.conditions else None
         )
         actions = [self.action(action, ("actions", i)) for i, action in enumerate(rule.actions)]
-        if rule.guards:
-            self.fail(
-                ("guards",),
-                "guards (frequency caps, quiet hours, holdout) are not supported yet; "
-                "leave guards out",
-            )
-        if self.issues:
+        guards = self.guards(rule.guards, ("guards",))
+        if self.issues or guards is None:
             return None
+        definition = rule.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if not rule.trace:
+            # left out when off, so definitions stored before ``trace`` existed keep their
+            # digests (an apply of an unchanged file makes no new versions)
+            definition.pop("trace", None)
         return CompiledRule(
             id=rule.id,
             name=rule.name,
@@ -196,8 +209,109 @@ class _RuleChecker:
             channels=frozenset(rule.trigger.channels),
             conditions=conditions,
             actions=tuple(a for a in actions if a is not None),
-            definition=rule.model_dump(mode="json", by_alias=True, exclude_none=True),
+            definition=definition,
+            guards=guards,
+            trace=rule.trace,
         )
+
+    # guards
+
+    def guards(self, guards: GuardsModel, loc: Loc) -> RuleGuards | None:
+        before = len(self.issues)
+        frequency = self.caps(guards.frequency, (*loc, "frequency"))
+        quiet = (
+            self.quiet_hours(guards.quiet_hours, (*loc, "quiet_hours"))
+            if guards.quiet_hours is not None
+            else None
+        )
+        holdout = 0.0
+        if guards.holdout is not None:
+            value = guards.holdout
+            if not _is_number(value) or not 0 < value <= MAX_HOLDOUT:
+                self.fail(
+                    (*loc, "holdout"),
+                    f"expected a percentage of profiles above 0 and at most {MAX_HOLDOUT}, e.g. 10",
+                )
+            else:
+                holdout = float(value)
+        if len(self.issues) > before:
+            return None
+        return RuleGuards(frequency=frequency, quiet_hours=quiet, holdout=holdout)
+
+    def caps(self, value: Any, loc: Loc) -> tuple[Cap, ...]:
+        """``{max, per}`` or a list of them (each cap must leave room)."""
+        if value is None:
+            return ()
+        if isinstance(value, dict):
+            cap = self.cap(value, loc)
+            return () if cap is None else (cap,)
+        if not isinstance(value, list) or not value:
+            self.fail(loc, "expected a cap {max: 1, per: 7d} or a list of caps")
+            return ()
+        if len(value) > MAX_CAPS:
+            self.fail(loc, f"at most {MAX_CAPS} caps")
+            return ()
+        caps = [self.cap(item, (*loc, i)) for i, item in enumerate(value)]
+        return tuple(cap for cap in caps if cap is not None)
+
+    def cap(self, value: Any, loc: Loc) -> Cap | None:
+        if not isinstance(value, dict):
+            self.fail(loc, "expected a cap {max: 1, per: 7d}")
+            return None
+        before = len(self.issues)
+        for key in value:
+            if key not in ("max", "per"):
+                self.fail((*loc, str(key)), f"unknown key {key!r}; expected max, per")
+        count, per = value.get("max"), value.get("per")
+        if "max" not in value:
+            self.fail((*loc, "max"), "required, but missing: how many times at most")
+        elif not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            self.fail((*loc, "max"), "expected a whole number of times, at least 1")
+        elif count > MAX_CAP_COUNT:
+            self.fail((*loc, "max"), f"at most {MAX_CAP_COUNT}")
+        period = None
+        if "per" not in value:
+            self.fail((*loc, "per"), f"required, but missing: the period, {PERIOD_HINT}")
+        else:
+            try:
+                period = parse_period(per)
+            except ValueError as exc:
+                self.fail((*loc, "per"), str(exc))
+        if len(self.issues) > before or period is None or not isinstance(count, int):
+            return None
+        return Cap(count, period)
+
+    def quiet_hours(self, quiet: QuietHoursModel, loc: Loc) -> QuietHours | None:
+        start = self.clock(quiet.start, (*loc, "start"))
+        end = self.clock(quiet.end, (*loc, "end"))
+        zone = time_zone(quiet.timezone)
+        if zone is None:
+            self.fail(
+                (*loc, "timezone"),
+                f"unknown time zone {quiet.timezone!r}; expected an IANA name such as "
+                "Europe/Berlin or UTC (used when the profile has no time zone)",
+            )
+        if start is None or end is None or zone is None:
+            return None
+        if start == end:
+            self.fail(
+                (*loc, "end"),
+                "expected an end other than the start (21:00 to 08:00 crosses midnight; "
+                "a window of no time guards nothing)",
+            )
+            return None
+        return QuietHours(start, end, str(quiet.timezone))
+
+    def clock(self, value: Any, loc: Loc) -> time | None:
+        found = _CLOCK.match(value) if isinstance(value, str) else None
+        if found is None:
+            hint = ""
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1440:
+                # YAML 1.1 reads an unquoted 21:00 as a base-60 number
+                hint = f" (YAML reads an unquoted {value // 60}:{value % 60:02d} as {value})"
+            self.fail(loc, f'expected a time of day "HH:MM" in quotes, e.g. "21:00"{hint}')
+            return None
+        return time(int(found.group(1)), int(found.group(2)))
 
     # conditions
 

@@ -65,8 +65,13 @@ class Context:
                 raise HubError(f"{ref.text} was not computed for this context")
             value = self.history[ref.aggregate]
         else:
-            scopes = {"event": self.event, "profile": self.profile, "loyalty": self.loyalty}
-            value = scopes[ref.scope]
+            value = (
+                self.event
+                if ref.scope == "event"
+                else self.profile
+                if ref.scope == "profile"
+                else self.loyalty
+            )
             for key in ref.path:
                 value = value.get(key) if isinstance(value, Mapping) else None
                 if value is None:
@@ -108,6 +113,33 @@ class Evaluation:
 
     def view(self) -> dict[str, Any]:
         return {"matched": self.matched, "trace": [leaf.view() for leaf in self.trace]}
+
+
+def matches(conditions: Condition | None, context: Context) -> bool:
+    """Do ``conditions`` hold? As :func:`evaluate`, without building the trace.
+
+    Why both: most (rule, event) pairs a trigger selects do not match, and only a firing
+    (or a traced near miss) keeps a trace, so the worker asks this first.
+    """
+    return conditions is None or _holds(conditions, context)
+
+
+def _holds(node: Condition, context: Context) -> bool:
+    if isinstance(node, Leaf):
+        seen = context.read(node)
+        if node.op == "exists":
+            return bool((seen is not MISSING) == node.value)
+        if seen is MISSING:
+            return False
+        outcome = _OPERATORS[node.op](seen, node.value)
+        return outcome is not _MISMATCH and bool(outcome)
+    if isinstance(node, AllOf):
+        return all(_holds(item, context) for item in node.items)
+    if isinstance(node, AnyOf):
+        return any(_holds(item, context) for item in node.items)
+    if isinstance(node, NotOf):
+        return not _holds(node.item, context)
+    raise HubError(f"not a condition: {node!r}")  # pragma: no cover
 
 
 def evaluate(conditions: Condition | None, context: Context) -> Evaluation:

@@ -6,28 +6,24 @@
                                 │
           profile_events (after identity's writes: the survivor of any merge)
                                 │
-          Context: event, profile, loyalty, history as of the event ──► evaluate
-                                │ matched, in priority order (``stop`` ends the event)
-          INSERT rule_firings ... ON CONFLICT DO NOTHING ──► nothing inserted: fired before
+          BatchReads: profiles, consent, history aggregates, firings already written
+                                │  (a few queries per batch, not per event)
+          Context per event ──► evaluate ──► matched, in priority order (``stop`` ends it)
                                 │
-          actions: send_email/send_sms → action outbox; award/deduct/set_tier → ledger
+          fired before (a retried batch)? skip ── else: actions decided in memory
+                                │
+          flush: ledger entries, outbox actions, change feed, firing rows (executemany)
 
 Why exactly once: the firing row is unique per ``(workspace, rule, event)`` and is written
-in the batch's transaction, before the actions; a retried batch (or a second call) finds
-it and skips the actions. The actions' own idempotency keys ``rule:{id}:{event}:{n}`` are
-a second fence. Each rule runs in a savepoint and each action in a nested one: a failing
-action is a recorded outcome (``failed``, with the error), never a failed batch.
-
-Outcome statuses: ``queued`` (an action in the outbox), ``awarded``/``deducted``/``tier_set``,
-``skipped`` (nothing to do, e.g. an order without the property points are computed from),
-``failed`` (a template that does not render, no address, insufficient points …) and
-``not_supported_yet`` for the action types the vocabulary accepts but that have no effect
-yet (tags, segments, traits, webhooks): recorded, so nothing is dropped in silence.
+in the batch's transaction, with the actions' rows; a retried batch (or a second call)
+finds it and takes no action. The actions' own idempotency keys ``rule:{id}:{event}:{n}``
+are a second fence.
 
 Conditions see the context as it was before this event's actions (a rule awarding points
-does not change what a lower-priority rule reads for the same event). Traits and
-identifiers are the profile's current ones (after the batch); history aggregates are
-as of the event's ``occurred_at``.
+does not change what a lower-priority rule reads for the same event), and after the
+actions of the batch's earlier events. Traits and identifiers are the profile's current
+ones (after the batch); history aggregates are as of the event's ``occurred_at``.
+A rule with ``trace: true`` also records its near misses (``matched`` false, no actions).
 """
 
 from __future__ import annotations
@@ -35,50 +31,68 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from jinja2 import ChainableUndefined
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from identity.models import Profile, ProfileEvent, ProfileIdentifier
 from identity.views import profiles_of_events
 from personalization import loyalty
-from personalization.action_requests import parse_request
-from personalization.actions import EMAIL_REPLY, EMAIL_SEND, SMS_SEND, enqueue
-from personalization.consent import ADDRESS_KIND, Consent
+from personalization.labels import labels_of
+from personalization.loyalty.batch import LoyaltyBatch
+from personalization.loyalty.tiers import TIER_CHANGED, TierChange
 from personalization.loyalty.views import balances_and_tiers
-from personalization.rules.evaluate import Context, aggregates_of, evaluate, leaves
-from personalization.rules.history import history_values
-from personalization.rules.index import RuleIndex
+from personalization.rules.act import (
+    NOT_SUPPORTED_YET,
+    Actions,
+    Step,
+    failure,
+    must_propagate,
+)
+from personalization.rules.evaluate import Context, evaluate
+from personalization.rules.guards import (
+    HOLDOUT,
+    GuardState,
+    in_holdout,
+    message_channels,
+    quiet_until,
+)
+from personalization.rules.index import Candidates, RuleIndex
 from personalization.rules.models import RULE_FIRINGS, RuleFiring, RuleVersion
-from personalization.rules.schema import CompiledRule, RuleAction, RuleSetInvalid
+from personalization.rules.reads import BatchReads
+from personalization.rules.schema import CompiledRule, RuleSetInvalid
 from personalization.rules.store import load_rules
-from pipeline.db import dialect_insert, in_list
+from pipeline.caps import Cap
 from pipeline.envelope import utcnow
-from pipeline.errors import TransientError
-from pipeline.models import Event
 from pipeline.processing import StoredEvent
 
 log = structlog.get_logger(__name__)
 
-NOT_SUPPORTED_YET = "not_supported_yet"
-#: profiles read per query (well under the bound-parameter limits)
-_CHUNK = 400
-_TEMPLATES = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+__all__ = [
+    "NOT_SUPPORTED_YET",
+    "FireStats",
+    "Firings",
+    "decide",
+    "fire_rules",
+    "firings_of_events",
+    "list_firings",
+    "rules_index",
+]
 _EMPTY = RuleIndex(())
+#: the profile trait naming its IANA time zone (quiet hours); else the guard's own zone
+TIMEZONE_TRAIT = "timezone"
 #: per engine, per workspace: (rule_versions count, newest created_at, when read, index)
 _cache: weakref.WeakKeyDictionary[Engine, dict[str, tuple[Any, float, RuleIndex]]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
 REFRESH_SECONDS = 300.0
+#: tier changes caused by rules on tier changes, followed this deep (then left alone)
+_MAX_TIER_ROUNDS = 4
 
 
 @dataclass
@@ -93,6 +107,11 @@ class FireStats:
     already_fired: int = 0
     actions: int = 0
     failed_actions: int = 0
+    #: messages not queued because the address opted out
+    suppressed: int = 0
+    near_misses: int = 0
+    #: matched, but the actions were held back: holdout group, frequency or channel cap
+    held: int = 0
 
 
 def rules_index(session: Session, workspace_id: str) -> RuleIndex:
@@ -138,209 +157,241 @@ def fire_rules(
     now: datetime | None = None,
     loyalty_config: loyalty.LoyaltyConfig = loyalty.DEFAULT_CONFIG,
     default_region: str = "US",
+    channel_caps: Mapping[str, Cap] | None = None,
 ) -> FireStats:
     """Fire the rules of ``workspace_id`` for processed ``events`` (see the module doc).
 
     Call it after identity's writes, in the batch's transaction. ``rules``: an index, the
     rules themselves, or ``None`` for the workspace's stored rules (cached).
     """
+    stats = FireStats(events=len(events))
+    firings = decide(
+        session,
+        workspace_id,
+        events,
+        stats,
+        rules=rules,
+        now=now,
+        loyalty_config=loyalty_config,
+        default_region=default_region,
+        channel_caps=channel_caps,
+    )
+    if firings is not None:
+        firings.flush()
+    return stats
+
+
+def decide(
+    session: Session,
+    workspace_id: str,
+    events: Sequence[StoredEvent],
+    stats: FireStats,
+    *,
+    rules: RuleIndex | Iterable[CompiledRule] | None = None,
+    now: datetime | None = None,
+    loyalty_config: loyalty.LoyaltyConfig = loyalty.DEFAULT_CONFIG,
+    default_region: str = "US",
+    channel_caps: Mapping[str, Cap] | None = None,
+    dry_run: bool = False,
+) -> Firings | None:
+    """Evaluate and decide every firing of ``events``, writing nothing yet.
+
+    ``None`` when no rule is a candidate. ``dry_run`` (``ecrm rules test``): firings
+    written before are ignored (what *would* fire), no account is created or locked and
+    debits are checked against the balance in memory; the caller reads the decided rows
+    instead of flushing them.
+    """
     if rules is None:
         index = rules_index(session, workspace_id)
     else:
         index = rules if isinstance(rules, RuleIndex) else RuleIndex(rules)
-    stats = FireStats(events=len(events))
     if index.size == 0:
-        return stats
-    pending = [(e, c) for e in events if (c := index.candidates(e.type, e.channel))]
+        return None
+    pending = [(e, c) for e in events if (c := index.plan(e.type, e.channel)).rules]
     if not pending:
-        return stats
+        return None
     now = now or utcnow()
     profiles = profiles_of_events(session, workspace_id, [event.id for event, _ in pending])
-    firing = _Firing(session, workspace_id, now, loyalty_config, default_region, stats)
-    known = _Profiles.read(session, workspace_id, set(profiles.values()))
-    firing.read_loyalty(set(profiles.values()))
+    pending = [(e, c) for e, c in pending if e.id in profiles]  # erased or failed: nobody
+    reads = BatchReads.read(session, workspace_id, pending, profiles, prior=not dry_run)
+    survivors = set(profiles.values())
+    ledger = any(candidates.ledger for _, candidates in pending)
+    points: LoyaltyBatch | _Balances = (
+        LoyaltyBatch.open(
+            session, workspace_id, survivors, now=now, config=loyalty_config, lock=not dry_run
+        )
+        if ledger
+        else _Balances(balances_and_tiers(session, workspace_id, survivors))
+    )
+    labels = (
+        labels_of(session, workspace_id, survivors)
+        if any(candidates.labels for _, candidates in pending)
+        else {}
+    )
+    actions = Actions(
+        session,
+        workspace_id,
+        now,
+        default_region,
+        points if isinstance(points, LoyaltyBatch) else None,
+        reads.consent_of,
+        read_labels=labels,
+        dry_run=dry_run,
+    )
+    distinct = list({rule.id: rule for _, c in pending for rule in c.rules}.values())
+    guards = GuardState.read(session, workspace_id, survivors, distinct, now, channel_caps or {})
+    firings = Firings(session, workspace_id, now, actions, guards, stats)
     for event, candidates in pending:
-        profile_id = profiles.get(event.id)
-        if profile_id is None:  # not counted in a profile (erased, or failed): nobody to act on
-            continue
-        context = _context(session, workspace_id, event, profile_id, candidates, known, firing)
-        for rule in candidates:
-            stats.evaluated += 1
-            evaluation = evaluate(rule.conditions, context)
-            if not evaluation.matched:
-                continue
-            firing.fire(rule, event, profile_id, context, evaluation.view()["trace"])
-            if rule.stop:
-                break
-    return stats
+        profile_id = profiles[event.id]
+        _fire_event(event, profile_id, candidates, reads, points, firings)
+        if isinstance(points, LoyaltyBatch):  # tiers this event's points crossed
+            _fire_tier_changes(event, index, reads, points, firings)
+    stats.actions, stats.failed_actions = actions.actions, actions.failed
+    stats.suppressed = actions.suppressed
+    return firings
 
 
-@dataclass
-class _Profiles:
-    """The batch's profiles (row and identifiers), read once for all its events.
-
-    Why: reading them per event cost two queries for each of the batch's events; the
-    profiles' rows are the same for all of them (traits as they stand after the batch).
-    """
-
-    rows: dict[str, dict[str, Any]]
-    identifiers: dict[str, dict[str, str]]
-
-    @classmethod
-    def read(cls, session: Session, workspace_id: str, profile_ids: set[str]) -> _Profiles:
-        chosen = sorted(profile_ids)
-        rows: dict[str, dict[str, Any]] = {}
-        identifiers: dict[str, dict[str, str]] = {}
-        for start in range(0, len(chosen), _CHUNK):
-            part = chosen[start : start + _CHUNK]
-            for row in session.execute(
-                select(
-                    Profile.id,
-                    Profile.traits,
-                    Profile.event_count,
-                    Profile.first_seen_at,
-                    Profile.last_seen_at,
-                ).where(Profile.workspace_id == workspace_id, in_list(session, Profile.id, part))
-            ):
-                rows[row.id] = {
-                    "traits": row.traits or {},
-                    "event_count": row.event_count,
-                    "first_seen_at": row.first_seen_at,
-                    "last_seen_at": row.last_seen_at,
-                }
-            for pid, kind, value in session.execute(
-                select(
-                    ProfileIdentifier.profile_id, ProfileIdentifier.kind, ProfileIdentifier.value
-                )
-                .where(
-                    ProfileIdentifier.workspace_id == workspace_id,
-                    in_list(session, ProfileIdentifier.profile_id, part),
-                )
-                .order_by(ProfileIdentifier.last_seen_at)
-            ):
-                identifiers.setdefault(pid, {})[kind] = value  # the most recent of a kind wins
-        return cls(rows, identifiers)
-
-
-def _context(
-    session: Session,
-    workspace_id: str,
+def _fire_event(
     event: StoredEvent,
     profile_id: str,
-    rules: Sequence[CompiledRule],
-    known: _Profiles,
-    firing: _Firing,
-) -> Context:
-    reads = {
-        leaf.field.path[0]
-        for rule in rules
-        for leaf in leaves(rule.conditions)
-        if leaf.field.scope == "profile" and leaf.field.path
-    }
-    profile: dict[str, Any] = {"id": profile_id, **known.rows.get(profile_id, {})}
-    identifiers = dict(known.identifiers.get(profile_id, {}))
-    profile["identifiers"] = identifiers
-    if "channels" in reads:
-        profile["channels"] = dict(
-            session.execute(
-                select(Event.channel, func.count())
-                .select_from(ProfileEvent)
-                .join(Event, Event.id == ProfileEvent.event_id)
-                .where(
-                    ProfileEvent.workspace_id == workspace_id,
-                    ProfileEvent.profile_id == profile_id,
-                    ProfileEvent.occurred_at <= event.occurred_at,
-                )
-                .group_by(Event.channel)
-            ).all()
-        )
-    if "consent" in reads:
-        profile["consent"] = _consent(session, workspace_id, identifiers)
-    aggregates = set().union(*(aggregates_of(rule.conditions) for rule in rules))
-    history = history_values(
-        session, workspace_id, profile_id, aggregates, event.occurred_at, current_event_id=event.id
+    candidates: Candidates,
+    reads: BatchReads,
+    points: LoyaltyBatch | _Balances,
+    firings: Firings,
+) -> None:
+    """Evaluate one event's candidate rules in priority order and decide their firings."""
+    stats, actions = firings.stats, firings.actions
+    context = reads.context(
+        event, profile_id, candidates, points, actions.profile_extra(profile_id)
     )
-    return Context(
-        event=_event_view(event),
-        profile=profile,
-        loyalty=firing.loyalty_of(profile_id),
-        history=history,
-    )
-
-
-def _consent(session: Session, workspace_id: str, identifiers: Mapping[str, str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for channel, kind in ADDRESS_KIND.items():
-        address = identifiers.get(kind)
-        if address is None:
+    for rule, holds in zip(candidates.rules, candidates.predicates, strict=True):
+        stats.evaluated += 1
+        prior = reads.prior.get((rule.id, event.id))
+        if not holds(context):
+            if rule.trace and prior is None and not firings.seen(rule, event):
+                trace = evaluate(rule.conditions, context).view()["trace"]
+                firings.near_miss(rule, event, profile_id, trace)
             continue
-        status = session.execute(
-            select(Consent.status).where(
-                Consent.workspace_id == workspace_id,
-                Consent.channel == channel,
-                Consent.address == address,
+        if (prior is not None and prior.matched) or firings.seen(rule, event):
+            stats.already_fired += 1
+        else:
+            trace = evaluate(rule.conditions, context).view()["trace"]
+            firings.fire(
+                rule, event, profile_id, context, trace, prior_id=prior.id if prior else None
             )
-        ).scalar()
-        if status is not None:
-            found[channel] = status
-    return found
+        if rule.stop:
+            break
 
 
-def _event_view(event: StoredEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "message_id": event.message_id,
-        "type": event.type,
-        "channel": event.channel,
-        "source": event.source,
-        "occurred_at": event.occurred_at,
-        "properties": event.properties,
-        "traits": event.traits,
-        "identifiers": event.identifiers,
-    }
+def _fire_tier_changes(
+    event: StoredEvent,
+    index: RuleIndex,
+    reads: BatchReads,
+    points: LoyaltyBatch,
+    firings: Firings,
+) -> None:
+    """Rules on ``loyalty.tier_changed`` for the tiers an event's points just crossed.
+
+    Why here: a tier change is derived state, not a touchpoint (it is on the change feed,
+    not in the event log), yet "congratulate on a tier upgrade" must follow the order that
+    caused it. The change is seen as an event of the order's id and channel, so its rules
+    fire at most once per order, exactly once under retries like every firing.
+    """
+    for _ in range(_MAX_TIER_ROUNDS):
+        changes = points.take_tier_changes()
+        if not changes:
+            return
+        for profile_id, change in changes:
+            derived = tier_event(event, change)
+            candidates = index.plan(derived.type, derived.channel)
+            if candidates.rules:
+                reads.ensure_history(derived, profile_id, candidates)
+                _fire_event(derived, profile_id, candidates, reads, points, firings)
 
 
-def _must_propagate(exc: BaseException) -> bool:
-    """Errors the batch must see: the database is busy or gone, or a concurrent writer won."""
-    if isinstance(exc, TransientError | OperationalError):
-        return True
-    if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None)
-        return exc.connection_invalidated or code in ("40001", "40P01")
-    return False
+def tier_event(cause: StoredEvent, change: TierChange) -> StoredEvent:
+    """A tier change as rules see it: ``event.properties`` has ``from``, ``to`` and more."""
+    return StoredEvent(
+        id=cause.id,
+        workspace_id=cause.workspace_id,
+        message_id=f"{cause.message_id}#{TIER_CHANGED}",
+        channel=cause.channel,
+        type=TIER_CHANGED,
+        occurred_at=cause.occurred_at,
+        identifiers={},
+        traits={},
+        properties={
+            "from": change.previous,
+            "to": change.current,
+            "value": change.measure,
+            "cause_event_id": cause.id,
+        },
+        source="loyalty",
+    )
 
 
-class _Firing:
-    """Records firings and runs their actions (one per call, state shared per batch)."""
+class _Balances:
+    """Points and tier read once, for batches whose rules change neither."""
+
+    def __init__(self, found: dict[str, dict[str, Any]]) -> None:
+        self.found = found
+
+    def view(self, profile_id: str) -> dict[str, Any]:
+        return self.found.get(profile_id, {"balance": 0, "tier": None})
+
+
+class Firings:
+    """The batch's firing rows, written by :meth:`flush` after the actions' rows."""
 
     def __init__(
         self,
         session: Session,
         workspace_id: str,
         now: datetime,
-        config: loyalty.LoyaltyConfig,
-        default_region: str,
+        actions: Actions,
+        guards: GuardState,
         stats: FireStats,
     ) -> None:
         self.session, self.workspace_id, self.now = session, workspace_id, now
-        self.config, self.region, self.stats = config, default_region, stats
-        self.insert = dialect_insert(session)
-        #: balance and tier per profile, read once per batch and again after a change
-        self._loyalty: dict[str, dict[str, Any]] = {}
+        self.actions, self.guards, self.stats = actions, guards, stats
+        self.rows: list[dict[str, Any]] = []
+        #: near misses written before that matched now: (firing id, row)
+        self.upgrades: list[tuple[int, dict[str, Any]]] = []
+        #: (rule, event) pairs decided in this batch: never twice (the unique key)
+        self._seen: set[tuple[str, int]] = set()
 
-    def read_loyalty(self, profile_ids: set[str]) -> None:
-        """Points and tier of the batch's profiles, in a few queries for all of them."""
-        self._loyalty.update(balances_and_tiers(self.session, self.workspace_id, profile_ids))
+    def seen(self, rule: CompiledRule, event: StoredEvent) -> bool:
+        return (rule.id, event.id) in self._seen
 
-    def loyalty_of(self, profile_id: str) -> dict[str, Any]:
-        """The profile's points and tier as conditions and templates see them."""
-        found = self._loyalty.get(profile_id)
-        if found is None:  # changed by an action of this batch: read again
-            found = self._loyalty[profile_id] = {
-                "balance": loyalty.balance(self.session, self.workspace_id, profile_id),
-                "tier": loyalty.tier(self.session, self.workspace_id, profile_id),
-            }
-        return found
+    def _row(
+        self,
+        rule: CompiledRule,
+        event: StoredEvent,
+        profile_id: str,
+        trace: list[dict[str, Any]],
+        outcomes: list[dict[str, Any]],
+        *,
+        matched: bool = True,
+        held: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "workspace_id": self.workspace_id,
+            "rule_id": rule.id,
+            "rule_version": rule.version or 0,
+            "event_id": event.id,
+            "profile_id": profile_id,
+            "matched": matched,
+            "held": held,
+            "trace": trace,
+            "outcomes": outcomes,
+            "created_at": self.now,
+        }
+
+    def near_miss(
+        self, rule: CompiledRule, event: StoredEvent, profile_id: str, trace: list[dict[str, Any]]
+    ) -> None:
+        self.stats.near_misses += 1
+        self._keep(self._row(rule, event, profile_id, trace, [], matched=False), None)
 
     def fire(
         self,
@@ -349,202 +400,73 @@ class _Firing:
         profile_id: str,
         context: Context,
         trace: list[dict[str, Any]],
+        *,
+        prior_id: int | None = None,
     ) -> None:
-        session = self.session
+        held = self._held(rule, profile_id)
+        if held is not None:
+            self.stats.held += 1
+            outcomes = [{"type": a.type, "status": "held", "reason": held} for a in rule.actions]
+            row = self._row(rule, event, profile_id, trace, outcomes, held=held)
+            self._keep(row, prior_id)
+            return
+        due = None
+        if rule.guards.quiet_hours is not None:
+            zone = context.profile.get("traits", {}).get(TIMEZONE_TRAIT)
+            due = quiet_until(
+                self.now, rule.guards.quiet_hours, zone if isinstance(zone, str) else None
+            )
         try:
-            with session.begin_nested():
-                firing_id = self._record(rule, event, profile_id, trace)
-                if firing_id is None:
-                    self.stats.already_fired += 1
-                    return
-                outcomes = [
-                    self._act(rule, action, n, event, profile_id, context)
-                    for n, action in enumerate(rule.actions)
-                ]
-                session.execute(
-                    update(RuleFiring).where(RuleFiring.id == firing_id).values(outcomes=outcomes),
-                    execution_options={"synchronize_session": False},
+            outcomes = [
+                self.actions.take(
+                    Step(
+                        rule,
+                        action,
+                        f"rule:{rule.id}:{event.id}:{n}",
+                        event,
+                        profile_id,
+                        context,
+                        due,
+                    )
                 )
+                for n, action in enumerate(rule.actions)
+            ]
         except Exception as exc:
-            if _must_propagate(exc):
+            if must_propagate(exc):
                 raise
             log.error("rule_failed", rule_id=rule.id, event_id=event.id, error=repr(exc))
-            with session.begin_nested():  # fired (badly): still exactly once
-                error = [{"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}]
-                self._record(rule, event, profile_id, trace, error)
-            return
-        self.stats.fired += 1
+            outcomes = [failure(exc)]  # fired (badly): still exactly once
+        else:
+            self.stats.fired += 1
+        self.guards.note(rule, profile_id, message_channels(rule), self.now)
+        self._keep(self._row(rule, event, profile_id, trace, outcomes), prior_id)
         log.debug("rule_fired", rule_id=rule.id, event_id=event.id, outcomes=len(outcomes))
 
-    def _record(
-        self,
-        rule: CompiledRule,
-        event: StoredEvent,
-        profile_id: str,
-        trace: list[dict[str, Any]],
-        outcomes: list[dict[str, Any]] | None = None,
-    ) -> int | None:
-        inserted: int | None = self.session.execute(
-            self.insert(RULE_FIRINGS)
-            .values(
-                workspace_id=self.workspace_id,
-                rule_id=rule.id,
-                rule_version=rule.version or 0,
-                event_id=event.id,
-                profile_id=profile_id,
-                matched=True,
-                trace=trace,
-                outcomes=outcomes or [],
-                created_at=self.now,
+    def _held(self, rule: CompiledRule, profile_id: str) -> str | None:
+        """Why the actions must not run for this profile (holdout, a cap), or ``None``."""
+        if rule.guards.holdout and in_holdout(rule.id, profile_id, rule.guards.holdout):
+            return HOLDOUT
+        return self.guards.check(rule, profile_id, message_channels(rule), self.now)
+
+    def _keep(self, row: dict[str, Any], prior_id: int | None) -> None:
+        self._seen.add((row["rule_id"], row["event_id"]))
+        if prior_id is None:
+            self.rows.append(row)
+        else:
+            self.upgrades.append((prior_id, row))
+
+    def flush(self) -> None:
+        self.actions.flush()
+        if self.rows:
+            self.session.execute(RULE_FIRINGS.insert(), self.rows)
+        for firing_id, row in self.upgrades:
+            self.session.execute(
+                update(RuleFiring)
+                .where(RuleFiring.id == firing_id)
+                .values({k: v for k, v in row.items() if k not in ("workspace_id", "event_id")}),
+                execution_options={"synchronize_session": False},
             )
-            .on_conflict_do_nothing(index_elements=["workspace_id", "rule_id", "event_id"])
-            .returning(RULE_FIRINGS.c.id)
-        ).scalar()
-        return inserted
-
-    def _act(
-        self,
-        rule: CompiledRule,
-        action: RuleAction,
-        n: int,
-        event: StoredEvent,
-        profile_id: str,
-        context: Context,
-    ) -> dict[str, Any]:
-        handler = _HANDLERS.get(action.type)
-        if handler is None:
-            return {"type": action.type, "status": NOT_SUPPORTED_YET}
-        self._loyalty.pop(profile_id, None)  # points or tier may change: read them again
-        key = f"rule:{rule.id}:{event.id}:{n}"
-        self.stats.actions += 1
-        try:
-            with self.session.begin_nested():
-                outcome = handler(self, rule, action, key, event, profile_id, context)
-        except Exception as exc:
-            if _must_propagate(exc):
-                raise
-            self.stats.failed_actions += 1
-            return {
-                "type": action.type,
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}"[:500],
-            }
-        if outcome.get("status") == "failed":
-            self.stats.failed_actions += 1
-        return {"type": action.type, **outcome}
-
-    # handlers: each returns its outcome (or raises: a failed outcome)
-
-    def _send(
-        self,
-        rule: CompiledRule,
-        action: RuleAction,
-        key: str,
-        event: StoredEvent,
-        profile_id: str,
-        context: Context,
-    ) -> dict[str, Any]:
-        names = {
-            "event": context.event,
-            "profile": context.profile,
-            "loyalty": context.loyalty,
-        }
-        rendered: dict[str, str] = {}
-        for part in ("subject", "text", "html"):
-            source = action.params.get(part)
-            if isinstance(source, str):
-                try:
-                    rendered[part] = _TEMPLATES.from_string(source).render(names)
-                except Exception as exc:  # a template error is the action's outcome
-                    return {
-                        "status": "failed",
-                        "error": f"template {part}: {type(exc).__name__}: {exc}"[:500],
-                    }
-        body: dict[str, Any] = {"profile_id": profile_id, "idempotency_key": key, **rendered}
-        if action.type == "send_sms":
-            body["kind"] = SMS_SEND
-        elif action.params.get("reply"):
-            body.update(kind=EMAIL_REPLY, in_reply_to=event.message_id)
-        else:
-            body["kind"] = EMAIL_SEND
-        if "subject" in body:
-            body["subject"] = body["subject"].strip()
-        new = parse_request(
-            self.session,
-            self.workspace_id,
-            body,
-            default_region=self.region,
-            origin=rule.origin,
-        )
-        queued = enqueue(self.session, self.workspace_id, new, now=self.now)
-        return {"status": "queued", "action_id": queued.action.id, "kind": new.kind}
-
-    def _points(
-        self,
-        rule: CompiledRule,
-        action: RuleAction,
-        key: str,
-        event: StoredEvent,
-        profile_id: str,
-        context: Context,
-    ) -> dict[str, Any]:
-        params = action.params
-        if "per_property" in params:
-            value = event.properties.get(str(params["per_property"]))
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                return {"status": "skipped", "reason": f"no number in {params['per_property']}"}
-            points = round(value * float(params.get("rate", 1)))
-        else:
-            points = round(float(params["points"]))
-        if points <= 0:
-            return {"status": "skipped", "reason": "no points"}
-        post = loyalty.award if action.type == "award_points" else loyalty.deduct
-        posted = post(
-            self.session,
-            self.workspace_id,
-            profile_id,
-            points,
-            reason=str(params.get("reason") or f"rule {rule.id}"),
-            source=rule.origin,
-            event_id=event.id,
-            key=key,
-            now=self.now,
-            config=self.config,
-        )
-        status = "awarded" if action.type == "award_points" else "deducted"
-        return {"status": status, "points": points, "balance": posted.balance}
-
-    def _tier(
-        self,
-        rule: CompiledRule,
-        action: RuleAction,
-        key: str,
-        event: StoredEvent,
-        profile_id: str,
-        context: Context,
-    ) -> dict[str, Any]:
-        tier = loyalty.set_tier(
-            self.session,
-            self.workspace_id,
-            profile_id,
-            str(action.params["tier"]),
-            source=rule.origin,
-            now=self.now,
-            config=self.config,
-        )
-        return {"status": "tier_set", "tier": tier}
-
-
-_Handler = Callable[
-    [_Firing, CompiledRule, RuleAction, str, StoredEvent, str, Context], dict[str, Any]
-]
-_HANDLERS: dict[str, _Handler] = {
-    "send_email": _Firing._send,
-    "send_sms": _Firing._send,
-    "award_points": _Firing._points,
-    "deduct_points": _Firing._points,
-    "set_tier": _Firing._tier,
-}
+        self.rows, self.upgrades = [], []
 
 
 def firing_view(firing: RuleFiring) -> dict[str, Any]:
@@ -556,10 +478,28 @@ def firing_view(firing: RuleFiring) -> dict[str, Any]:
         "event_id": firing.event_id,
         "profile_id": firing.profile_id,
         "matched": firing.matched,
+        "held": firing.held,
         "trace": firing.trace,
         "outcomes": firing.outcomes,
         "created_at": firing.created_at.isoformat(),
     }
+
+
+def firings_of_events(
+    session: Session, workspace_id: str, event_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """The firings (and traced near misses) of these events, for the profile's timeline."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not event_ids:
+        return found
+    query = select(RuleFiring).where(
+        RuleFiring.workspace_id == workspace_id, RuleFiring.event_id.in_(list(event_ids))
+    )
+    for firing in session.scalars(query.order_by(RuleFiring.id)):
+        view = firing_view(firing)
+        del view["event_id"], view["profile_id"]
+        found.setdefault(firing.event_id, []).append(view)
+    return found
 
 
 def list_firings(

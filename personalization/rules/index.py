@@ -9,12 +9,40 @@ answer for a type is computed once and kept (a hub sees a few dozen types).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from personalization.rules.evaluate import aggregates_of, leaves
+from personalization.rules.predicates import Predicate, compile_conditions
 from personalization.rules.schema import CompiledRule
+from personalization.rules.vocabulary import HistoryAggregate
 
+#: actions that change points or tiers (the batch then locks the profiles' accounts)
+LEDGER_ACTIONS = frozenset({"award_points", "deduct_points", "set_tier"})
+#: actions that change labels
+LABEL_ACTIONS = frozenset({"add_tag", "remove_tag", "enter_segment", "exit_segment", "set_trait"})
+#: templates that may name labels (rule-set traits extend ``profile.traits``)
+_TEMPLATE_PARAMS = ("subject", "text", "html")
+_LABEL_WORDS = re.compile(r"\b(traits|tags|segments)\b")
 #: event types whose candidates are kept (then the cache starts over)
 _CACHE_TYPES = 4096
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The rules an event of one type and channel meets, and what they need to read."""
+
+    rules: tuple[CompiledRule, ...]
+    #: each rule's compiled conditions, in the same order
+    predicates: tuple[Predicate, ...]
+    #: the profile keys their conditions read (``channels`` costs a query)
+    profile_reads: frozenset[str]
+    aggregates: frozenset[HistoryAggregate]
+    #: some action changes points or tiers
+    ledger: bool
+    #: tags, segments or rule-set traits are read (conditions, templates) or changed
+    labels: bool
 
 
 class RuleIndex:
@@ -25,11 +53,14 @@ class RuleIndex:
         self._prefix: dict[str, list[CompiledRule]] = {}
         self._every: list[CompiledRule] = []
         self._cache: dict[str, tuple[CompiledRule, ...]] = {}
+        self._plans: dict[tuple[str, str | None], Candidates] = {}
+        self._predicates: dict[str, Predicate] = {}
         self.size = 0
         for rule in rules:
             if not rule.enabled:
                 continue
             self.size += 1
+            self._predicates[rule.id] = compile_conditions(rule.conditions)
             for pattern in rule.types:
                 if pattern == "*":
                     self._every.append(rule)
@@ -49,6 +80,29 @@ class RuleIndex:
             return by_type
         return tuple(rule for rule in by_type if not rule.channels or channel in rule.channels)
 
+    def plan(self, event_type: str, channel: str | None) -> Candidates:
+        """:meth:`candidates` with their compiled conditions and needs (kept per key)."""
+        key = (event_type, channel)
+        found = self._plans.get(key)
+        if found is None:
+            if len(self._plans) >= _CACHE_TYPES:
+                self._plans.clear()
+            rules = self.candidates(event_type, channel)
+            found = self._plans[key] = Candidates(
+                rules,
+                tuple(self._predicates[rule.id] for rule in rules),
+                frozenset(
+                    leaf.field.path[0]
+                    for rule in rules
+                    for leaf in leaves(rule.conditions)
+                    if leaf.field.scope == "profile" and leaf.field.path
+                ),
+                frozenset().union(*(aggregates_of(rule.conditions) for rule in rules)),
+                any(a.type in LEDGER_ACTIONS for rule in rules for a in rule.actions),
+                any(_uses_labels(rule) for rule in rules),
+            )
+        return found
+
     def _for_type(self, event_type: str) -> tuple[CompiledRule, ...]:
         found = {rule.id: rule for rule in self._exact.get(event_type, ())}
         dot = event_type.find(".")
@@ -59,3 +113,18 @@ class RuleIndex:
         for rule in self._every:
             found[rule.id] = rule
         return tuple(sorted(found.values(), key=lambda rule: (-rule.priority, rule.id)))
+
+
+def _uses_labels(rule: CompiledRule) -> bool:
+    """Does the rule change labels, or read tags, segments or traits (which labels extend)?"""
+    for action in rule.actions:
+        if action.type in LABEL_ACTIONS:
+            return True
+        texts = [v for k, v in action.params.items() if k in _TEMPLATE_PARAMS]
+        if any(isinstance(t, str) and _LABEL_WORDS.search(t) for t in texts):
+            return True
+    return any(
+        leaf.field.scope == "profile"
+        and leaf.field.path[:1] in (("tags",), ("segments",), ("traits",))
+        for leaf in leaves(rule.conditions)
+    )

@@ -81,6 +81,7 @@ class RuleFiring(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "rule_id", "event_id", name="uq_rule_firings_event"),
         Index("ix_rule_firings_rule", "workspace_id", "rule_id", "id"),
+        Index("ix_rule_firings_profile", "workspace_id", "profile_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -89,8 +90,10 @@ class RuleFiring(Base):
     rule_version: Mapped[int] = mapped_column(Integer)
     event_id: Mapped[int] = mapped_column(BigId)
     profile_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    #: always true for now (near misses are recorded once tracing per rule exists)
+    #: false: a near miss (recorded only for rules with ``trace: true``)
     matched: Mapped[bool] = mapped_column(Boolean)
+    #: ``None``: the actions ran; else why they were held back (``holdout``, a cap)
+    held: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: the evaluated leaves with the values seen (``LeafResult.view``)
     trace: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc)
     #: one entry per action: ``{"type", "status", ...}``

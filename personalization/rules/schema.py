@@ -14,7 +14,16 @@ A rule file is a mapping with a ``rules`` list; each rule::
         - not: {field: profile.traits.employee, op: eq, value: true}
     actions:
       - {type: award_points, per_property: total, rate: 1}
-    guards: {}                        # reserved: caps, quiet hours and holdout come later
+    guards:                           # optional; each key optional
+      frequency: {max: 1, per: 7d}    # or a list of caps; per: Nm, Nh, Nd or Nw (<= 365d)
+      quiet_hours: {start: "21:00", end: "08:00", timezone: Europe/Berlin}
+      holdout: 10                     # percent of profiles held out (0 < x <= 50)
+    trace: false                      # true: near misses are recorded too
+
+Guards are decided in :mod:`personalization.rules.guards`: caps count the profile's
+firings of the rule whose actions ran, quiet hours (in the profile's time zone, the
+guard's ``timezone`` when it has none) delay a message rather than drop it, and the
+holdout group is a stable hash of rule and profile.
 
 Validation has two passes. The models here check the *shape* (keys, JSON types; unknown
 keys are refused, ``strict`` so ``"10"`` is not a number); :mod:`personalization.rules.checks`
@@ -28,12 +37,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from personalization.rules.vocabulary import FieldRef
+from pipeline.caps import Cap as Cap  # re-exported: guards use it (why it lives there: its doc)
 from pipeline.errors import HubError
 
 Loc = tuple[str | int, ...]
@@ -67,6 +78,30 @@ class ActionModel(BaseModel):
     type: str
 
 
+class QuietHoursModel(BaseModel):
+    """``{start: "21:00", end: "08:00", timezone: Europe/Berlin}``; values checked in checks."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    start: Any
+    end: Any
+    timezone: Any
+
+
+class GuardsModel(BaseModel):
+    """The keys of ``guards``; their values are checked (with messages) in checks.
+
+    ``frequency`` is a cap or a list of caps, so its shape is checked there too (a
+    pydantic union would report each failed alternative).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    frequency: Any = None
+    quiet_hours: QuietHoursModel | None = None
+    holdout: Any = None
+
+
 class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -79,7 +114,10 @@ class RuleModel(BaseModel):
     trigger: TriggerModel
     conditions: ConditionModel | None = None
     actions: list[ActionModel] = Field(min_length=1, max_length=20)
-    guards: dict[str, Any] = Field(default_factory=dict)
+    #: an empty mapping when not given: stored definitions kept ``guards: {}`` before
+    #: guards existed, so their digests (and versions) stay the same
+    guards: GuardsModel = Field(default_factory=GuardsModel)
+    trace: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +204,30 @@ class RuleAction:
 
 
 @dataclass(frozen=True)
+class QuietHours:
+    """A daily window (wall-clock ``start`` to ``end``) in which messages wait.
+
+    ``start > end`` crosses midnight (21:00-08:00). ``timezone`` is used for a profile
+    whose own time zone is missing or invalid.
+    """
+
+    start: time
+    end: time
+    timezone: str
+
+
+@dataclass(frozen=True)
+class RuleGuards:
+    """What may hold a matched rule's actions back (no guards: nothing does)."""
+
+    #: each cap must leave room; counted over the profile's firings of the rule that ran
+    frequency: tuple[Cap, ...] = ()
+    quiet_hours: QuietHours | None = None
+    #: percent of profiles (0 = none) whose firings are recorded but whose actions never run
+    holdout: float = 0.0
+
+
+@dataclass(frozen=True)
 class CompiledRule:
     """A checked rule, ready for the index and evaluation."""
 
@@ -183,6 +245,9 @@ class CompiledRule:
     definition: Mapping[str, Any]
     #: the stored version (``None`` for a rule read from a file, not yet applied)
     version: int | None = None
+    guards: RuleGuards = RuleGuards()
+    #: record near misses (conditions evaluated, not matched) too
+    trace: bool = False
 
     @property
     def origin(self) -> str:
@@ -198,6 +263,16 @@ class RuleSet:
 
     def by_id(self) -> dict[str, CompiledRule]:
         return {rule.id: rule for rule in self.rules}
+
+
+def time_zone(name: object) -> ZoneInfo | None:
+    """The IANA time zone named ``name`` (``Europe/Berlin``), or ``None`` if there is none."""
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def time_value(value: Any) -> datetime | None:

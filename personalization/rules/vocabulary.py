@@ -22,10 +22,13 @@ it compares, and a value of another type seen at run time simply does not match.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any, Final
 
+from pipeline.caps import MAX_PERIOD, PERIOD_HINT
 from pipeline.envelope import Channel
 
 STRING: Final = "string"
@@ -411,6 +414,70 @@ ACTIONS_BY_TYPE = {spec.type: spec for spec in ACTIONS}
 #: the names a template may use
 TEMPLATE_NAMES = frozenset({"event", "profile", "loyalty"})
 
+#: limits of guards (checked in :mod:`personalization.rules.checks`, exported for UIs)
+MAX_CAPS = 5
+MAX_CAP_COUNT = 10_000
+MAX_HOLDOUT = 50
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """One key of a rule's ``guards`` and what it takes."""
+
+    name: str
+    #: ``caps`` (a cap or a list of caps), ``mapping`` (the params) or ``number``
+    type: str
+    description: str
+    params: tuple[ParamSpec, ...] = ()
+    example: Any = None
+
+
+GUARDS: tuple[GuardSpec, ...] = (
+    GuardSpec(
+        "frequency",
+        "caps",
+        f"at most max firings per period per profile, counting firings whose actions ran; "
+        f"one cap {{max, per}} or a list of up to {MAX_CAPS}, each must leave room",
+        (
+            ParamSpec("max", "integer", True, f"how many times at most (1 to {MAX_CAP_COUNT})"),
+            ParamSpec("per", "period", True, f"the sliding window: {PERIOD_HINT}"),
+        ),
+        {"max": 1, "per": "7d"},
+    ),
+    GuardSpec(
+        "quiet_hours",
+        "mapping",
+        "a daily window in the profile's time zone in which messages are delayed to its "
+        "end, not dropped; start after end crosses midnight",
+        (
+            ParamSpec("start", "clock", True, 'wall-clock time "HH:MM" the window starts'),
+            ParamSpec("end", "clock", True, 'wall-clock time "HH:MM" it ends (not the start)'),
+            ParamSpec("timezone", "time_zone", True, "used for profiles without a time zone"),
+        ),
+        {"start": "21:00", "end": "08:00", "timezone": "Europe/Berlin"},
+    ),
+    GuardSpec(
+        "holdout",
+        "number",
+        f"percent of profiles (above 0, at most {MAX_HOLDOUT}) whose firings are recorded "
+        "with the actions held back, the same profiles every time: the control group",
+        example=10,
+    ),
+)
+#: value types that only guards use, for a UI's inputs
+GUARD_VALUE_TYPES = {
+    "integer": "a whole number",
+    "period": f"{PERIOD_HINT}; at most {MAX_PERIOD.days}d",
+    "clock": 'a time of day "HH:MM" (00:00 to 23:59), quoted in YAML',
+    "time_zone": "an IANA time zone name (time_zones lists them)",
+}
+
+
+@cache
+def time_zone_names() -> tuple[str, ...]:
+    """Every IANA time zone name this machine knows (read once: it walks the tz database)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
+
 
 def export_vocabulary() -> dict[str, Any]:
     """Everything a rule may name, as plain data (what ``GET /v1/rules/vocabulary`` returns)."""
@@ -468,6 +535,26 @@ def export_vocabulary() -> dict[str, Any]:
             "channels": list(CHANNELS),
         },
         "template_names": sorted(TEMPLATE_NAMES),
+        "guards": [
+            {
+                "name": spec.name,
+                "type": spec.type,
+                "description": spec.description,
+                "params": [
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "required": p.required,
+                        "description": p.description,
+                    }
+                    for p in spec.params
+                ],
+                "example": spec.example,
+            }
+            for spec in GUARDS
+        ],
+        "guard_value_types": GUARD_VALUE_TYPES,
+        "time_zones": list(time_zone_names()),
     }
 
 

@@ -103,6 +103,26 @@ def test_rules_api_validates_versions_and_exports_the_vocabulary(
         ("welcome", 1),
     ]
 
+    # a rehearsal of rules not applied: nothing written, the same body as PUT
+    rehearsed = admin.post(
+        "/v1/rules/test?since=7d&sample=1",
+        content=YAML_RULES,
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert rehearsed.status_code == 200, rehearsed.text
+    report = rehearsed.json()
+    assert (report["events"], report["written"]) == (0, False)
+    assert [r["rule_id"] for r in report["rules"]] == ["big-order"]
+    wrong = admin.post("/v1/rules/test?since=soon", json={"rules": []})
+    assert wrong.status_code == 422 and wrong.json()["field"] == "since"
+    assert (
+        admin.post(
+            "/v1/rules/test", content=bad, headers={"Content-Type": "application/yaml"}
+        ).status_code
+        == 422
+    )
+    assert [r["version"] for r in admin.get("/v1/rules").json()["rules"]] == [2, 1]
+
 
 def test_ecrm_rules_validate_apply_and_list(
     hub_factory: Callable[..., Hub], tmp_path: Path
@@ -124,6 +144,14 @@ def test_ecrm_rules_validate_apply_and_list(
     assert lines[0].startswith(f"{bad}:7: rules[0].conditions.all[0].value: expected a number")
     assert lines[1].startswith(f"{bad}:8: rules[0].actions[0].type: unknown action 'add_tags'")
     assert hub.cli("rules", "apply", str(bad)).returncode == 2  # nothing applied
+
+    rehearsed = hub.cli("rules", "test", str(SAMPLE), "--since", "30d")
+    assert rehearsed.returncode == 0, rehearsed.stderr
+    assert "5 rules over 0 events since" in rehearsed.stdout
+    assert "nothing written" in rehearsed.stdout
+    wrong = hub.cli("rules", "test", str(SAMPLE), "--since", "soon")
+    assert wrong.returncode == 2 and "--since" in wrong.stderr
+    assert hub.cli("rules", "test", str(bad)).returncode == 2
 
     applied = hub.cli("rules", "apply", str(SAMPLE))
     assert applied.returncode == 0, applied.stderr

@@ -164,7 +164,7 @@ def test_welcome_once_points_per_order_and_the_third_order(any_db: Database) -> 
             "matched": True,
         }
     ]
-    assert [o["status"] for o in fired.outcomes] == ["queued", "not_supported_yet"]
+    assert [o["status"] for o in fired.outcomes] == ["queued", "added"]
     assert len(actions(any_db, "rule:third-order@1")) == 1
     with any_db.read() as session:
         page = list_firings(session, WS, "points", limit=2)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from pipeline import SettingsError, load_settings
+from pipeline.caps import Cap
 from pipeline.settings import with_local_credentials
 
 
@@ -38,6 +40,13 @@ def test_postgres_url_gets_psycopg3_driver() -> None:
         ({"ECRM_CORS_ORIGINS": "shop.example.com"}, "ECRM_CORS_ORIGINS"),
         ({"ECRM_CORS_ORIGINS": "https://a.example/path"}, "ECRM_CORS_ORIGINS"),
         ({"ECRM_MAX_EVENT_BYTES": "10"}, "ECRM_MAX_EVENT_BYTES"),
+        ({"ECRM_CHANNEL_CAPS": "email"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "email=3"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "email=3/7"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "email=0/7d"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "email=3/400d"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "fax=1/1d"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_CHANNEL_CAPS": "sms=1/1d,sms=2/1d"}, "ECRM_CHANNEL_CAPS"),
     ],
 )
 def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -> None:
@@ -54,6 +63,26 @@ def test_cors_origins_are_parsed() -> None:
     assert settings.cors_origins == ("https://shop.example.com", "http://localhost:3000")
     assert load_settings({"ECRM_CORS_ORIGINS": "*"}).cors_origins == ("*",)
     assert load_settings({}).cors_origins == ()
+
+
+def test_channel_caps_are_parsed_and_printed() -> None:
+    settings = load_settings({"ECRM_CHANNEL_CAPS": " email=3/7d, sms = 1/1d ,"})
+    assert dict(settings.channel_caps) == {
+        "email": Cap(3, timedelta(days=7)),
+        "sms": Cap(1, timedelta(days=1)),
+    }
+    assert settings.masked()["ECRM_CHANNEL_CAPS"] == "email=3/7d,sms=1/1d"
+    assert load_settings({}).channel_caps == {}
+    assert load_settings({}).masked()["ECRM_CHANNEL_CAPS"] == "(none)"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ECRM_CHANNEL_CAPS": "fax=1/1d"})
+    assert str(caught.value) == "ECRM_CHANNEL_CAPS: unknown channel 'fax'; expected email or sms"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ECRM_CHANNEL_CAPS": "email=3/7y"})
+    assert str(caught.value) == (
+        "ECRM_CHANNEL_CAPS: email: period '7y': expected a number and m (minutes), h, d or w, "
+        "e.g. 7d"
+    )
 
 
 def test_write_keys_map_to_workspaces() -> None:
