@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -33,6 +33,7 @@ from identity.models import IdentityConflict, Profile, ProfileChannelCount, Prof
 from identity.reviews import list_reviews
 from identity.views import list_shared
 from personalization import rules as rules_package
+from personalization.actions import QUEUED, Action, mark_suppressed
 from personalization.loyalty.models import LoyaltyAccount
 from personalization.rules import RuleSet, RuleSetInvalid, apply_rule_set, load_file
 from personalization.rules.act import MESSAGE_ACTIONS
@@ -71,8 +72,9 @@ NO_RULES = "none"
 )
 @one_line_errors
 def demo(customers: int, seed: int, timeout: int, rules_file: str | None) -> None:
-    """Ingest a realistic omnichannel sample and show the unified profiles it produced."""
+    """Ingest a realistic omnichannel sample; show the profiles it made and what rules did."""
     console = Console()
+    started = utcnow()
     rules = _load_rules(rules_file)  # a mistake in the file stops the demo before anything
     runtime = _runtime(migrate=True)
     settings, db = runtime.settings, runtime.db
@@ -128,6 +130,27 @@ def demo(customers: int, seed: int, timeout: int, rules_file: str | None) -> Non
     finally:
         stop_children([worker])
     _summary(console, runtime, outcome, customers)
+    _hold_sample_messages(runtime, started)
+
+
+def _hold_sample_messages(runtime: Runtime, since: datetime) -> int:
+    """Suppress the messages the sample's rules queued during this run; how many.
+
+    Why: the sample's addresses are invented but their domains are real (gmail.com ...);
+    a later ``ecrm run`` with SMTP or Twilio configured must never send to them.
+    """
+    with runtime.db.write() as session:
+        queued = session.scalars(
+            select(Action).where(
+                Action.workspace_id == DEFAULT_WORKSPACE,
+                Action.status == QUEUED,
+                Action.origin.startswith("rule:"),
+                Action.created_at >= since,
+            )
+        ).all()
+        for action in queued:
+            mark_suppressed(session, action, "demo sample: never delivered")
+    return len(queued)
 
 
 def _load_rules(rules_file: str | None) -> tuple[str, RuleSet] | None:
@@ -160,7 +183,7 @@ def _apply_rules(console: Console, runtime: Runtime, rules: tuple[str, RuleSet] 
     name, rule_set = rules
     with runtime.db.write() as session:
         result = apply_rule_set(session, DEFAULT_WORKSPACE, rule_set, source=name)
-    console.print(f"rules: {name}: {result.summary()}")
+    console.print(f"rules: {name}: {result.summary()}", soft_wrap=True)  # a path: unbroken
 
 
 @dataclass
@@ -258,7 +281,8 @@ def _rules_summary(console: Console, runtime: Runtime) -> None:
         f"Loyalty tiers held: {reached or 'none yet'} (ecrm loyalty balance PROFILE)\n"
         "Each firing's conditions and outcomes: GET /v1/rules/{id}/firings; what a rule "
         "file would do over the log, writing nothing: ecrm rules test FILE\n"
-        "The demo sends nothing: queued messages wait in the outbox (GET /v1/actions)."
+        "The demo sends nothing: its rules' messages go to made-up addresses, so they are\n"
+        "kept in the outbox as suppressed (GET /v1/actions), never delivered."
     )
 
 

@@ -37,6 +37,7 @@ from personalization.loyalty.ledger import MAX_POINTS, expire_account
 from personalization.loyalty.models import ACCOUNTS, ENTRIES, LoyaltyEntry
 from personalization.loyalty.policy import EARN, expiry_for
 from personalization.loyalty.tiers import TierChange, feed_tier_change, measures, tier_change
+from personalization.loyalty.views import balances_and_tiers
 from pipeline.db import dialect_insert, in_list
 
 log = structlog.get_logger(__name__)
@@ -83,6 +84,7 @@ class LoyaltyBatch:
         self._rows: list[dict[str, Any]] = []
         self.locking = True
         self._tier_changes: list[tuple[str, TierChange]] = []
+        self._read_only: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def open(
@@ -94,14 +96,18 @@ class LoyaltyBatch:
         now: datetime,
         config: LoyaltyConfig,
         lock: bool = True,
+        also_read: Collection[str] = (),
     ) -> LoyaltyBatch:
         """Lock and read the accounts of ``survivors`` (steps 1 and 2 of the module doc).
 
         ``lock=False`` (a dry run): read only; no account is created, locked or expired.
+        ``also_read``: profiles whose points are only read (no rule of theirs earns any).
         """
         batch = cls(session, workspace_id, now, config)
         batch.locking = lock
         batch._read(sorted(survivors))
+        if also_read:
+            batch._read_only = balances_and_tiers(session, workspace_id, also_read)
         return batch
 
     def _read(self, survivors: list[str]) -> None:
@@ -175,7 +181,9 @@ class LoyaltyBatch:
     def view(self, profile_id: str) -> dict[str, Any]:
         """``{"balance", "tier"}`` for conditions and templates."""
         standing = self.standing.get(profile_id)
-        return standing.view() if standing else {"balance": 0, "tier": None}
+        if standing is not None:
+            return standing.view()
+        return self._read_only.get(profile_id, {"balance": 0, "tier": None})
 
     def earn(
         self,

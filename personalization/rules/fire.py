@@ -215,12 +215,18 @@ def decide(
     pending = [(e, c) for e, c in pending if e.id in profiles]  # erased or failed: nobody
     reads = BatchReads.read(session, workspace_id, pending, profiles, prior=not dry_run)
     survivors = set(profiles.values())
-    ledger = any(candidates.ledger for _, candidates in pending)
+    earning = {profiles[event.id] for event, candidates in pending if candidates.ledger}
     points: LoyaltyBatch | _Balances = (
         LoyaltyBatch.open(
-            session, workspace_id, survivors, now=now, config=loyalty_config, lock=not dry_run
+            session,
+            workspace_id,
+            earning,
+            now=now,
+            config=loyalty_config,
+            lock=not dry_run,
+            also_read=survivors - earning,
         )
-        if ledger
+        if earning
         else _Balances(balances_and_tiers(session, workspace_id, survivors))
     )
     labels = (

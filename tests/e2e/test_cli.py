@@ -31,6 +31,31 @@ def test_init_is_idempotent_and_config_masks_secrets(tmp_path: Path) -> None:
     assert WRITE_KEY not in config.stdout and ADMIN_TOKEN not in config.stdout
 
 
+SAMPLE_RULE_IDS = (
+    "complaint-auto-reply",
+    "welcome-new-customer",
+    "points-per-order",
+    "tier-upgrade-message",
+    "win-back-sms",
+)
+RULE_COLUMNS = ("fired", "held back", "queued", "suppressed", "points")
+
+
+def rules_table(stdout: str) -> dict[str, dict[str, int]]:
+    """The demo's Rules table as {rule or "total": {column: number}} (rich box drawing)."""
+    assert "Rules (all runs)" in stdout, stdout
+    rows: dict[str, dict[str, int]] = {}
+    for line in stdout.split("Rules (all runs)", 1)[1].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) != 1 + len(RULE_COLUMNS) or cells[0] in ("", "rule"):
+            continue
+        numbers = [int(cell.replace(",", "")) for cell in cells[1:]]
+        rows[cells[0]] = dict(zip(RULE_COLUMNS, numbers, strict=True))
+        if cells[0] == "total":
+            break
+    return rows
+
+
 def test_demo_runs_the_pipeline_over_the_sample(tmp_path: Path) -> None:
     hub = sqlite_hub(tmp_path)
     result = hub.cli("demo", "--customers", "25", timeout=240)
@@ -42,12 +67,55 @@ def test_demo_runs_the_pipeline_over_the_sample(tmp_path: Path) -> None:
         statuses = dict(db.execute("SELECT status, sum(event_count) FROM batches GROUP BY 1"))
         quarantined = db.execute("SELECT count(*) FROM event_failures").fetchone()[0]
         counted = db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0]
+        fired = db.execute(
+            "SELECT count(*) FROM rule_firings WHERE matched AND held IS NULL"
+        ).fetchone()[0]
+        earned = db.execute(
+            "SELECT sum(points) FROM loyalty_entries WHERE kind = 'earn' AND source LIKE 'rule:%'"
+        ).fetchone()[0]
+        outbox = dict(
+            db.execute("SELECT status, count(*) FROM actions WHERE origin LIKE 'rule:%' GROUP BY 1")
+        )
     assert statuses == {"done": sent} and quarantined == 0
     assert counted == sent
+    # the sample rules were applied before ingesting and fired in the worker
+    assert "rules: personalization/rules/samples/demo.yaml: 5 created" in result.stdout
+    table = rules_table(result.stdout)
+    assert set(table) == {*SAMPLE_RULE_IDS, "total"}  # every enabled rule, fired or not
+    for rule_id in ("points-per-order", "welcome-new-customer", "complaint-auto-reply"):
+        assert table[rule_id]["fired"] > 0, table
+    total = table["total"]
+    assert total["queued"] > 0 and total["points"] > 0, table
+    for column in RULE_COLUMNS:
+        assert total[column] == sum(table[r][column] for r in SAMPLE_RULE_IDS)
+    # the table says what the database holds, and the demo delivered nothing
+    assert total["fired"] == fired
+    assert total["points"] == earned == table["points-per-order"]["points"]
+    assert outbox == {"suppressed": total["queued"]}  # never to be delivered: made-up people
+    assert "GET /v1/rules/{id}/firings" in result.stdout and "ecrm rules test" in result.stdout
+
     again = hub.cli("demo", "--customers", "25", timeout=240)  # same sample: all duplicates
     assert again.returncode == 0, again.stdout + again.stderr
     with sqlite3.connect(f"file:{hub.home / 'hub.sqlite'}?mode=ro", uri=True) as db:
         assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == sent
+        versions = db.execute("SELECT count(*) FROM rule_versions").fetchone()[0]
+    assert "0 created, 0 updated, 0 disabled, 5 unchanged" in again.stdout
+    assert versions == len(SAMPLE_RULE_IDS)  # the same file again: no new version
+    assert rules_table(again.stdout) == table  # nothing fired twice
+
+
+def test_demo_rules_option(tmp_path: Path) -> None:
+    hub = sqlite_hub(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: no-trigger\n    name: Missing its trigger\n")
+    refused = hub.cli("demo", "--customers", "5", "--rules", str(bad))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"{bad}:2:" in refused.stderr and "nothing applied" in refused.stderr
+    assert not (hub.home / "sample").exists()  # stopped before generating or ingesting
+    skipped = hub.cli("demo", "--customers", "5", "--rules", "none", timeout=240)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert "rules: none applied" in skipped.stdout
+    assert "Rules: none stored" in skipped.stdout and "Rules (all runs)" not in skipped.stdout
 
 
 def test_failed_events_are_listed_and_replayed(tmp_path: Path) -> None:
