@@ -542,10 +542,11 @@ def apply_events(
     *,
     now: datetime | None = None,
     config: IdentityConfig | None = None,
-) -> None:
-    """Plan and write in the caller's transaction."""
+) -> Plan:
+    """Plan and write in the caller's transaction; the plan written."""
     plan = plan_events(session, workspace_id, events, lock=True, now=now, config=config)
     write_plan(session, plan)
+    return plan
 
 
 def write_plan(session: Session, plan: Plan) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
 from identity.views import decode_cursor, event_views, find_profile_id, profile_view, timeline
-from personalization.rules.fire import firings_of_events
+from personalization.rules.firings import firings_of_events
 from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
 from pipeline.ingest import request_outcome

@@ -33,7 +33,7 @@ from personalization.rules import (
     list_rules,
     parse_yaml,
 )
-from personalization.rules.fire import list_firings
+from personalization.rules.firings import list_firings
 from personalization.rules.rehearse import rehearse
 from pipeline import ValidationError
 from workers.auth import admin_workspace

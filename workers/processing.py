@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 import identity
 from identity.config import IdentityConfig
+from identity.resolve import Plan as IdentityPlan
 from personalization import consent
 from personalization.loyalty import DEFAULT_CONFIG, LoyaltyConfig
 from personalization.rules.fire import fire_rules
@@ -100,11 +101,19 @@ class _Options:
     region: str
     channel_caps: Mapping[str, Cap]
 
-    def fire(self, session: Session, workspace_id: str, events: Sequence[StoredEvent]) -> None:
+    def fire(
+        self,
+        session: Session,
+        workspace_id: str,
+        events: Sequence[StoredEvent],
+        plan: IdentityPlan,
+    ) -> None:
+        """Fire the rules; the identity plan just written says which profile has each event."""
         fire_rules(
             session,
             workspace_id,
             events,
+            profiles={row["event_id"]: row["profile_id"] for row in plan.profile_events},
             loyalty_config=self.loyalty,
             default_region=self.region,
             channel_caps=self.channel_caps,
@@ -117,9 +126,9 @@ def _process_locked(db: Database, batch_ids: Sequence[int], options: _Options) -
         with db.write() as session:
             works = load_batches(session, batch_ids, lock=True)
             for work in works:
-                identity.apply_events(session, work.workspace_id, work.events, config=config)
+                plan = identity.apply_events(session, work.workspace_id, work.events, config=config)
                 consent.apply_events(session, work.workspace_id, work.events)
-                options.fire(session, work.workspace_id, work.events)
+                options.fire(session, work.workspace_id, work.events, plan)
             complete_batches(session, works)
     except Exception as exc:
         if is_transient(exc):  # recorded on the batch by the caller, unless retried at once
@@ -162,7 +171,7 @@ def _process_optimistically(
             for work, plan in zip(works, plans, strict=True):
                 identity.write_plan(session, plan)
                 consent.apply_events(session, work.workspace_id, work.events)
-                options.fire(session, work.workspace_id, work.events)
+                options.fire(session, work.workspace_id, work.events, plan)
     except Exception as exc:
         log.debug("optimistic_batch_retry", batch_ids=list(batch_ids), error=str(exc))
         return None
@@ -183,11 +192,11 @@ def _isolating(db: Database, batch_ids: Sequence[int], options: _Options) -> int
                 for event in work.events:
                     try:
                         with session.begin_nested():
-                            identity.apply_events(
+                            plan = identity.apply_events(
                                 session, work.workspace_id, [event], config=options.identity
                             )
                             consent.apply_events(session, work.workspace_id, [event])
-                            options.fire(session, work.workspace_id, [event])
+                            options.fire(session, work.workspace_id, [event], plan)
                         processed += 1
                     except Exception as exc:
                         if is_transient(exc):

@@ -28,14 +28,14 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from personalization.loyalty import accounts
 from personalization.loyalty.config import LoyaltyConfig
 from personalization.loyalty.ledger import MAX_POINTS, expire_account
 from personalization.loyalty.models import ACCOUNTS, ENTRIES, LoyaltyEntry
-from personalization.loyalty.policy import EARN, expiry_for
+from personalization.loyalty.policy import ADJUST, EARN, expiry_for, window_start
 from personalization.loyalty.tiers import TierChange, feed_tier_change, measures, tier_change
 from personalization.loyalty.views import balances_and_tiers
 from pipeline.db import dialect_insert, in_list
@@ -135,20 +135,7 @@ class LoyaltyBatch:
             session.flush()
             found.update(self._lock(due))
         owner = accounts.families(session, ws, survivors)
-        balances = dict.fromkeys(survivors, 0)
-        members = sorted(owner)
-        for start in range(0, len(members), _CHUNK):
-            part = members[start : start + _CHUNK]
-            for member, points in session.execute(
-                select(LoyaltyEntry.profile_id, func.sum(LoyaltyEntry.points))
-                .where(
-                    LoyaltyEntry.workspace_id == ws,
-                    in_list(session, LoyaltyEntry.profile_id, part),
-                )
-                .group_by(LoyaltyEntry.profile_id)
-            ):
-                balances[owner[member]] += int(points or 0)
-        measured = measures(session, ws, owner, now, self.config)
+        balances, measured = self._sums(owner, survivors)
         for profile_id in survivors:
             row = found[profile_id]
             self.standing[profile_id] = Standing(
@@ -158,6 +145,41 @@ class LoyaltyBatch:
                 row.tier_floor,
                 row.next_expiry_at,
             )
+
+    def _sums(
+        self, owner: dict[str, str], survivors: list[str]
+    ) -> tuple[dict[str, int], dict[str, float]]:
+        """Balances and tier measures of the families, summed in one grouped query.
+
+        Points-based tiers: the same rows give both (the measure is the ``earn`` and
+        ``adjust`` points of the window). Spend-based: the measure reads events.
+        """
+        session, ws, now, config = self.session, self.workspace_id, self.now, self.config
+        balances = dict.fromkeys(survivors, 0)
+        measured = dict.fromkeys(survivors, 0.0)
+        e = LoyaltyEntry
+        in_window = and_(
+            e.kind.in_([EARN, ADJUST]),
+            e.created_at > window_start(now, config),
+            e.created_at <= now,
+        )
+        members = sorted(owner)
+        for start in range(0, len(members), _CHUNK):
+            part = members[start : start + _CHUNK]
+            for member, points, recent in session.execute(
+                select(
+                    e.profile_id,
+                    func.sum(e.points),
+                    func.sum(case((in_window, e.points), else_=0)),
+                )
+                .where(e.workspace_id == ws, in_list(session, e.profile_id, part))
+                .group_by(e.profile_id)
+            ):
+                balances[owner[member]] += int(points or 0)
+                measured[owner[member]] += float(recent or 0)
+        if config.tier_measure != "points":
+            measured.update(measures(session, ws, owner, now, config))
+        return balances, measured
 
     def _lock(self, survivors: list[str]) -> dict[str, Any]:
         """The accounts' rows, locked (PostgreSQL: ``FOR UPDATE``, in id order)."""

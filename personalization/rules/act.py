@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -62,7 +62,8 @@ NOT_SUPPORTED_YET = "not_supported_yet"
 MESSAGE_ACTIONS = {"send_email": "email", "send_sms": "sms"}
 _ABSENT = object()
 _DONE = {"add": "added", "remove": "removed", "set": "set", "unset": "unset"}
-_TEMPLATES = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+#: immutable: a template cannot change the dicts it is shown (shared by the batch's events)
+_TEMPLATES = ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
 
 
 @functools.lru_cache(maxsize=1024)

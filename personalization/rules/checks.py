@@ -20,7 +20,7 @@ from typing import Any, Union, get_args, get_origin
 
 import pydantic
 from jinja2 import TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from personalization.rules.schema import (
     AllOf,
@@ -74,7 +74,7 @@ MAX_DEPTH = 8
 MAX_RULES = 5000
 MAX_LIST_VALUES = 1000
 _PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-_TEMPLATES = SandboxedEnvironment(autoescape=False)
+_TEMPLATES = ImmutableSandboxedEnvironment(autoescape=False)
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 

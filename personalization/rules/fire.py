@@ -32,12 +32,11 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from identity.views import profiles_of_events
@@ -49,20 +48,14 @@ from personalization.loyalty.views import balances_and_tiers
 from personalization.rules.act import (
     NOT_SUPPORTED_YET,
     Actions,
-    Step,
-    failure,
-    must_propagate,
 )
-from personalization.rules.evaluate import Context, evaluate
+from personalization.rules.evaluate import evaluate
+from personalization.rules.firings import FireStats, Firings, firings_of_events, list_firings
 from personalization.rules.guards import (
-    HOLDOUT,
     GuardState,
-    in_holdout,
-    message_channels,
-    quiet_until,
 )
 from personalization.rules.index import Candidates, RuleIndex
-from personalization.rules.models import RULE_FIRINGS, RuleFiring, RuleVersion
+from personalization.rules.models import RuleVersion
 from personalization.rules.reads import BatchReads
 from personalization.rules.schema import CompiledRule, RuleSetInvalid
 from personalization.rules.store import load_rules
@@ -83,8 +76,6 @@ __all__ = [
     "rules_index",
 ]
 _EMPTY = RuleIndex(())
-#: the profile trait naming its IANA time zone (quiet hours); else the guard's own zone
-TIMEZONE_TRAIT = "timezone"
 #: per engine, per workspace: (rule_versions count, newest created_at, when read, index)
 _cache: weakref.WeakKeyDictionary[Engine, dict[str, tuple[Any, float, RuleIndex]]] = (
     weakref.WeakKeyDictionary()
@@ -93,25 +84,6 @@ _lock = threading.Lock()
 REFRESH_SECONDS = 300.0
 #: tier changes caused by rules on tier changes, followed this deep (then left alone)
 _MAX_TIER_ROUNDS = 4
-
-
-@dataclass
-class FireStats:
-    """What one call did (summed over its events)."""
-
-    events: int = 0
-    #: (event, rule) pairs evaluated
-    evaluated: int = 0
-    fired: int = 0
-    #: matched but fired before (a retried batch): actions skipped
-    already_fired: int = 0
-    actions: int = 0
-    failed_actions: int = 0
-    #: messages not queued because the address opted out
-    suppressed: int = 0
-    near_misses: int = 0
-    #: matched, but the actions were held back: holdout group, frequency or channel cap
-    held: int = 0
 
 
 def rules_index(session: Session, workspace_id: str) -> RuleIndex:
@@ -158,11 +130,13 @@ def fire_rules(
     loyalty_config: loyalty.LoyaltyConfig = loyalty.DEFAULT_CONFIG,
     default_region: str = "US",
     channel_caps: Mapping[str, Cap] | None = None,
+    profiles: Mapping[int, str] | None = None,
 ) -> FireStats:
     """Fire the rules of ``workspace_id`` for processed ``events`` (see the module doc).
 
     Call it after identity's writes, in the batch's transaction. ``rules``: an index, the
-    rules themselves, or ``None`` for the workspace's stored rules (cached).
+    rules themselves, or ``None`` for the workspace's stored rules (cached). ``profiles``:
+    event id -> profile, when the caller knows it (identity's plan), else it is read.
     """
     stats = FireStats(events=len(events))
     firings = decide(
@@ -175,6 +149,7 @@ def fire_rules(
         loyalty_config=loyalty_config,
         default_region=default_region,
         channel_caps=channel_caps,
+        profiles=profiles,
     )
     if firings is not None:
         firings.flush()
@@ -193,6 +168,7 @@ def decide(
     default_region: str = "US",
     channel_caps: Mapping[str, Cap] | None = None,
     dry_run: bool = False,
+    profiles: Mapping[int, str] | None = None,
 ) -> Firings | None:
     """Evaluate and decide every firing of ``events``, writing nothing yet.
 
@@ -211,11 +187,13 @@ def decide(
     if not pending:
         return None
     now = now or utcnow()
-    profiles = profiles_of_events(session, workspace_id, [event.id for event, _ in pending])
+    if profiles is None:
+        profiles = profiles_of_events(session, workspace_id, [event.id for event, _ in pending])
     pending = [(e, c) for e, c in pending if e.id in profiles]  # erased or failed: nobody
     reads = BatchReads.read(session, workspace_id, pending, profiles, prior=not dry_run)
     survivors = set(profiles.values())
     earning = {profiles[event.id] for event, candidates in pending if candidates.ledger}
+    reading = {profiles[event.id] for event, candidates in pending if candidates.loyalty}
     points: LoyaltyBatch | _Balances = (
         LoyaltyBatch.open(
             session,
@@ -224,10 +202,10 @@ def decide(
             now=now,
             config=loyalty_config,
             lock=not dry_run,
-            also_read=survivors - earning,
+            also_read=reading - earning,
         )
         if earning
-        else _Balances(balances_and_tiers(session, workspace_id, survivors))
+        else _Balances(balances_and_tiers(session, workspace_id, reading) if reading else {})
     )
     labels = (
         labels_of(session, workspace_id, survivors)
@@ -344,177 +322,3 @@ class _Balances:
 
     def view(self, profile_id: str) -> dict[str, Any]:
         return self.found.get(profile_id, {"balance": 0, "tier": None})
-
-
-class Firings:
-    """The batch's firing rows, written by :meth:`flush` after the actions' rows."""
-
-    def __init__(
-        self,
-        session: Session,
-        workspace_id: str,
-        now: datetime,
-        actions: Actions,
-        guards: GuardState,
-        stats: FireStats,
-    ) -> None:
-        self.session, self.workspace_id, self.now = session, workspace_id, now
-        self.actions, self.guards, self.stats = actions, guards, stats
-        self.rows: list[dict[str, Any]] = []
-        #: near misses written before that matched now: (firing id, row)
-        self.upgrades: list[tuple[int, dict[str, Any]]] = []
-        #: (rule, event) pairs decided in this batch: never twice (the unique key)
-        self._seen: set[tuple[str, int]] = set()
-
-    def seen(self, rule: CompiledRule, event: StoredEvent) -> bool:
-        return (rule.id, event.id) in self._seen
-
-    def _row(
-        self,
-        rule: CompiledRule,
-        event: StoredEvent,
-        profile_id: str,
-        trace: list[dict[str, Any]],
-        outcomes: list[dict[str, Any]],
-        *,
-        matched: bool = True,
-        held: str | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "workspace_id": self.workspace_id,
-            "rule_id": rule.id,
-            "rule_version": rule.version or 0,
-            "event_id": event.id,
-            "profile_id": profile_id,
-            "matched": matched,
-            "held": held,
-            "trace": trace,
-            "outcomes": outcomes,
-            "created_at": self.now,
-        }
-
-    def near_miss(
-        self, rule: CompiledRule, event: StoredEvent, profile_id: str, trace: list[dict[str, Any]]
-    ) -> None:
-        self.stats.near_misses += 1
-        self._keep(self._row(rule, event, profile_id, trace, [], matched=False), None)
-
-    def fire(
-        self,
-        rule: CompiledRule,
-        event: StoredEvent,
-        profile_id: str,
-        context: Context,
-        trace: list[dict[str, Any]],
-        *,
-        prior_id: int | None = None,
-    ) -> None:
-        held = self._held(rule, profile_id)
-        if held is not None:
-            self.stats.held += 1
-            outcomes = [{"type": a.type, "status": "held", "reason": held} for a in rule.actions]
-            row = self._row(rule, event, profile_id, trace, outcomes, held=held)
-            self._keep(row, prior_id)
-            return
-        due = None
-        if rule.guards.quiet_hours is not None:
-            zone = context.profile.get("traits", {}).get(TIMEZONE_TRAIT)
-            due = quiet_until(
-                self.now, rule.guards.quiet_hours, zone if isinstance(zone, str) else None
-            )
-        try:
-            outcomes = [
-                self.actions.take(
-                    Step(
-                        rule,
-                        action,
-                        f"rule:{rule.id}:{event.id}:{n}",
-                        event,
-                        profile_id,
-                        context,
-                        due,
-                    )
-                )
-                for n, action in enumerate(rule.actions)
-            ]
-        except Exception as exc:
-            if must_propagate(exc):
-                raise
-            log.error("rule_failed", rule_id=rule.id, event_id=event.id, error=repr(exc))
-            outcomes = [failure(exc)]  # fired (badly): still exactly once
-        else:
-            self.stats.fired += 1
-        self.guards.note(rule, profile_id, message_channels(rule), self.now)
-        self._keep(self._row(rule, event, profile_id, trace, outcomes), prior_id)
-        log.debug("rule_fired", rule_id=rule.id, event_id=event.id, outcomes=len(outcomes))
-
-    def _held(self, rule: CompiledRule, profile_id: str) -> str | None:
-        """Why the actions must not run for this profile (holdout, a cap), or ``None``."""
-        if rule.guards.holdout and in_holdout(rule.id, profile_id, rule.guards.holdout):
-            return HOLDOUT
-        return self.guards.check(rule, profile_id, message_channels(rule), self.now)
-
-    def _keep(self, row: dict[str, Any], prior_id: int | None) -> None:
-        self._seen.add((row["rule_id"], row["event_id"]))
-        if prior_id is None:
-            self.rows.append(row)
-        else:
-            self.upgrades.append((prior_id, row))
-
-    def flush(self) -> None:
-        self.actions.flush()
-        if self.rows:
-            self.session.execute(RULE_FIRINGS.insert(), self.rows)
-        for firing_id, row in self.upgrades:
-            self.session.execute(
-                update(RuleFiring)
-                .where(RuleFiring.id == firing_id)
-                .values({k: v for k, v in row.items() if k not in ("workspace_id", "event_id")}),
-                execution_options={"synchronize_session": False},
-            )
-        self.rows, self.upgrades = [], []
-
-
-def firing_view(firing: RuleFiring) -> dict[str, Any]:
-    """A firing as ``GET /v1/rules/{id}/firings`` shows it."""
-    return {
-        "id": firing.id,
-        "rule_id": firing.rule_id,
-        "rule_version": firing.rule_version,
-        "event_id": firing.event_id,
-        "profile_id": firing.profile_id,
-        "matched": firing.matched,
-        "held": firing.held,
-        "trace": firing.trace,
-        "outcomes": firing.outcomes,
-        "created_at": firing.created_at.isoformat(),
-    }
-
-
-def firings_of_events(
-    session: Session, workspace_id: str, event_ids: Sequence[int]
-) -> dict[int, list[dict[str, Any]]]:
-    """The firings (and traced near misses) of these events, for the profile's timeline."""
-    found: dict[int, list[dict[str, Any]]] = {}
-    if not event_ids:
-        return found
-    query = select(RuleFiring).where(
-        RuleFiring.workspace_id == workspace_id, RuleFiring.event_id.in_(list(event_ids))
-    )
-    for firing in session.scalars(query.order_by(RuleFiring.id)):
-        view = firing_view(firing)
-        del view["event_id"], view["profile_id"]
-        found.setdefault(firing.event_id, []).append(view)
-    return found
-
-
-def list_firings(
-    session: Session, workspace_id: str, rule_id: str, *, after: int | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """A rule's firings, oldest first (``after``: a firing id, for the next page)."""
-    query = select(RuleFiring).where(
-        RuleFiring.workspace_id == workspace_id, RuleFiring.rule_id == rule_id
-    )
-    if after is not None:
-        query = query.where(RuleFiring.id > after)
-    return [firing_view(f) for f in session.scalars(query.order_by(RuleFiring.id).limit(limit))]

@@ -43,6 +43,8 @@ class Candidates:
     ledger: bool
     #: tags, segments or rule-set traits are read (conditions, templates) or changed
     labels: bool
+    #: points or tier are read (conditions, templates) or changed
+    loyalty: bool
 
 
 class RuleIndex:
@@ -100,6 +102,7 @@ class RuleIndex:
                 frozenset().union(*(aggregates_of(rule.conditions) for rule in rules)),
                 any(a.type in LEDGER_ACTIONS for rule in rules for a in rule.actions),
                 any(_uses_labels(rule) for rule in rules),
+                any(_uses_loyalty(rule) for rule in rules),
             )
         return found
 
@@ -128,3 +131,14 @@ def _uses_labels(rule: CompiledRule) -> bool:
         and leaf.field.path[:1] in (("tags",), ("segments",), ("traits",))
         for leaf in leaves(rule.conditions)
     )
+
+
+def _uses_loyalty(rule: CompiledRule) -> bool:
+    """Does the rule change points or tiers, or read them (conditions, templates)?"""
+    for action in rule.actions:
+        if action.type in LEDGER_ACTIONS:
+            return True
+        texts = [v for k, v in action.params.items() if k in _TEMPLATE_PARAMS]
+        if any(isinstance(t, str) and "loyalty" in t for t in texts):
+            return True
+    return any(leaf.field.scope == "loyalty" for leaf in leaves(rule.conditions))

@@ -196,3 +196,18 @@ def test_a_tier_crossed_by_an_orders_points_fires_tier_rules_once(any_db: Databa
     with any_db.write() as session:  # a replay: nothing fires twice
         stats = fire_rules(session, WS, stored(any_db, items))
     assert stats.fired == 0 and len(firings(any_db, "upgrade")) == 1
+
+
+def test_a_template_cannot_change_what_later_rules_see(any_db: Database) -> None:
+    address = unique("mut")
+    sneaky = "{{ profile.traits.update({'first_name': 'Eve'}) }}x"
+    apply(
+        any_db,
+        rule("sneaky", [email("Hi", sneaky)], priority=200),
+        rule("greet", [email("Hello {{ profile.traits.first_name }}", "hi")], priority=100),
+    )
+    run(any_db, [order(address, 0, 10)])
+    by_rule = {f.rule_id: f for f in firings(any_db)}
+    assert by_rule["sneaky"].outcomes[0]["status"] == "failed"
+    assert "SecurityError" in by_rule["sneaky"].outcomes[0]["error"]
+    assert [a.payload["subject"] for a in queued(any_db)] == ["Hello Ann"]
