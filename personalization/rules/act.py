@@ -8,10 +8,12 @@ keeps; it is final when :meth:`Actions.flush` returns.
 
 Outcome statuses: ``queued`` (an action in the outbox; ``due_at`` later than now when
 quiet hours hold it), ``suppressed`` (the address opted out: nothing queued),
-``awarded``/``deducted``/``tier_set``, ``skipped`` (nothing to do, e.g. an order without
-the property points are computed from), ``failed`` (a template that does not render, no
-address, insufficient points …), and ``not_supported_yet`` for action types the vocabulary
-accepts that have no effect yet (recorded, so nothing is dropped in silence).
+``awarded``/``deducted``/``tier_set``, ``added``/``removed``/``set``/``unset``/``unchanged``
+(labels), ``emitted`` (a custom event on the change feed), ``skipped`` (nothing to do,
+e.g. an order without the property points are computed from), ``failed`` (a template that
+does not render, no address, insufficient points …), and ``not_supported_yet`` for an
+action type the vocabulary would accept without a handler here (recorded, so nothing is
+dropped in silence).
 
 Debits and tiers set by a rule need the ledger's own checks (balance, floors): they run
 through :mod:`personalization.loyalty` in a savepoint, after the earns planned so far are

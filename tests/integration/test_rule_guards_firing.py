@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from test_rule_firing import WS, apply, email, event_id, firings, order, rule, run, stored
@@ -211,3 +212,28 @@ def test_a_template_cannot_change_what_later_rules_see(any_db: Database) -> None
     assert by_rule["sneaky"].outcomes[0]["status"] == "failed"
     assert "SecurityError" in by_rule["sneaky"].outcomes[0]["error"]
     assert [a.payload["subject"] for a in queued(any_db)] == ["Hello Ann"]
+
+
+def test_set_tier_and_debits_go_through_the_ledger(any_db: Database) -> None:
+    address = unique("vip")
+    gold = {"all": [{"field": "loyalty.tier", "op": "eq", "value": "gold"}]}
+    apply(
+        any_db,
+        rule("earn", [{"type": "award_points", "per_property": "total"}], priority=300),
+        rule("vip", [{"type": "set_tier", "tier": "gold"}], priority=200),
+        rule("spend", [{"type": "deduct_points", "points": 30}], priority=100),
+        rule("gold-only", [email("Gold", "{{ loyalty.balance }}")], priority=50, conditions=gold),
+    )
+    run(any_db, [order(address, 0, 20), order(address, 1, 20)])
+    by_rule: dict[str, list[Any]] = {}
+    for firing in firings(any_db):
+        by_rule.setdefault(firing.rule_id, []).append(firing.outcomes[0])
+    assert [o["status"] for o in by_rule["vip"]] == ["tier_set", "tier_set"]
+    # 20 earned, 30 asked: refused; then 20 more (40): 30 taken, 10 left
+    assert [o["status"] for o in by_rule["spend"]] == ["failed", "deducted"]
+    assert "InsufficientPoints" in by_rule["spend"][0]["error"]
+    assert by_rule["spend"][1]["balance"] == 10
+    # the second order's context sees the tier the first one's rule set
+    assert [o["status"] for o in by_rule["gold-only"]] == ["queued"]
+    [sent] = queued(any_db)
+    assert sent.payload["text"] == "20"  # as before this event's own actions (earn, debit)
