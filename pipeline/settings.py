@@ -30,6 +30,24 @@ _BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss", "sqla+sqlite", 
 #: the message channels ``ECRM_CHANNEL_CAPS`` may cap
 CAPPED_CHANNELS = ("email", "sms")
 _SECRET_NAMES = {"admin_token", "twilio_auth_token", "smtp_password", "erasure_key"}
+#: seconds before each webhook delivery attempt: immediately, then about three days of backoff
+#: (the Standard Webhooks example schedule); ten attempts in all
+DEFAULT_WEBHOOK_SCHEDULE: tuple[float, ...] = (
+    0,
+    5,
+    300,
+    1800,
+    7200,
+    18000,
+    36000,
+    50400,
+    72000,
+    86400,
+)
+_MAX_SCHEDULE_STEPS = 50
+_MAX_SCHEDULE_DELAY = 7 * 86400.0
+#: a webhook receiver gets this long at most to answer (seconds): slow ones hold a worker
+_MAX_WEBHOOK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,13 @@ class Settings:
     #: at most N messages per period per profile on a channel, across all rules
     #: (``email=3/7d,sms=1/1d``); a channel not named is not capped
     channel_caps: Mapping[str, Cap] = field(default_factory=dict)
+    # outbound webhooks (connectors.webhooks)
+    #: seconds before each delivery attempt, the first included (``0``: at once)
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE
+    #: seconds to connect, and again to wait for the answer, on each delivery attempt
+    webhook_timeout: float = 5.0
+    #: allow http and private/loopback/link-local receivers (tests, closed networks only)
+    webhook_allow_private: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,6 +145,8 @@ class Settings:
                 text = _hide_password(value)
             elif name == "channel_caps":
                 text = ",".join(f"{ch}={cap.text}" for ch, cap in value.items()) or "(none)"
+            elif name == "webhook_retry_schedule":
+                text = schedule_text(value)
             else:
                 text = str(value)
             out[f"ECRM_{name.upper()}"] = text
@@ -258,6 +285,56 @@ def parse_channel_caps(raw: str) -> dict[str, Cap]:
     return caps
 
 
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """``0,5,300`` -> seconds before each attempt; :class:`ValueError` says what was wrong.
+
+    Why it lives here: ``ECRM_WEBHOOK_RETRY_SCHEDULE`` is read with the other settings, and
+    the pipeline must not import connectors; :mod:`connectors.webhooks.schedule` re-exports it.
+    """
+    entries = [part.strip() for part in text.split(",")]
+    if not any(entries):
+        raise ValueError("expected comma-separated seconds, e.g. 0,5,300,1800")
+    if len(entries) > _MAX_SCHEDULE_STEPS:
+        raise ValueError(f"at most {_MAX_SCHEDULE_STEPS} attempts, got {len(entries)}")
+    delays: list[float] = []
+    for position, entry in enumerate(entries, start=1):
+        try:
+            delay = float(entry)
+        except ValueError:
+            raise ValueError(f"entry {position} ({entry!r}) is not a number of seconds") from None
+        if not 0 <= delay <= _MAX_SCHEDULE_DELAY:  # also refuses nan and inf
+            raise ValueError(
+                f"entry {position} ({entry!r}) must be between 0 and "
+                f"{_MAX_SCHEDULE_DELAY:g} seconds"
+            )
+        delays.append(delay)
+    return tuple(delays)
+
+
+def schedule_text(schedule: tuple[float, ...]) -> str:
+    """A schedule as ``ECRM_WEBHOOK_RETRY_SCHEDULE`` writes it: ``0,5,300``."""
+    return ",".join(f"{delay:g}" for delay in schedule)
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return DEFAULT_WEBHOOK_SCHEDULE
+    try:
+        return parse_schedule(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _webhook_timeout(env: Mapping[str, str]) -> float:
+    value = _float(env, "ECRM_WEBHOOK_TIMEOUT", 5.0, 0.1)
+    if value > _MAX_WEBHOOK_TIMEOUT:
+        raise SettingsError(
+            f"ECRM_WEBHOOK_TIMEOUT must be at most {_MAX_WEBHOOK_TIMEOUT:g} seconds, got {value:g}"
+        )
+    return value
+
+
 def normalize_database_url(url: str) -> str:
     """Validate a database URL and pick the psycopg 3 driver for plain ``postgresql://``."""
     try:
@@ -343,6 +420,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         erasure_key=_erasure_key(env),
         erasure_suppress=_flag(env, "ECRM_ERASURE_SUPPRESS"),
         channel_caps=parse_channel_caps(env.get("ECRM_CHANNEL_CAPS", "")),
+        webhook_retry_schedule=_schedule(env, "ECRM_WEBHOOK_RETRY_SCHEDULE"),
+        webhook_timeout=_webhook_timeout(env),
+        webhook_allow_private=_flag(env, "ECRM_WEBHOOK_ALLOW_PRIVATE"),
     )
 
 

@@ -41,6 +41,7 @@ from workers.api_mailboxes import mailbox_router
 from workers.api_privacy import privacy_router
 from workers.api_rules import rules_router
 from workers.api_twilio import twilio_router
+from workers.api_webhooks import webhooks_router
 from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
 from workers.group_writer import GroupWriter
@@ -389,6 +390,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(rules_router(runtime, admin))
     app.include_router(loyalty_router(runtime, admin))
     app.include_router(labels_router(runtime, admin))
+    app.include_router(webhooks_router(runtime, admin))
     return app
 
 

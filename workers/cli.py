@@ -21,6 +21,7 @@ from workers.privacy_cli import profiles as _profiles
 from workers.process import load_runtime as _runtime
 from workers.process import one_line_errors, spawn, supervise
 from workers.rules_cli import rules as _rules
+from workers.webhooks_cli import webhooks as _webhooks
 
 
 @click.group()
@@ -249,6 +250,7 @@ _register_more(main)
 main.add_command(_profiles)  # GDPR erasure and export
 main.add_command(_rules)  # marketing rules
 main.add_command(_loyalty)  # loyalty points
+main.add_command(_webhooks)  # downstream webhook endpoints
 
 if __name__ == "__main__":
     main()

@@ -89,11 +89,14 @@ def test_migrations_build_exactly_the_schema_the_models_declare(
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    import connectors.email.models  # noqa: F401  (every package's tables)
+    import connectors.email.models
+    import connectors.webhooks.models  # noqa: F401
     import identity.models  # noqa: F401
     import personalization.actions
     import personalization.consent
-    import personalization.loyalty  # noqa: F401
+    import personalization.labels
+    import personalization.loyalty
+    import personalization.rules  # noqa: F401
     from pipeline.db import Base
 
     db = Database.connect(request.getfixturevalue(url_fixture))

@@ -47,6 +47,13 @@ def test_postgres_url_gets_psycopg3_driver() -> None:
         ({"ECRM_CHANNEL_CAPS": "email=3/400d"}, "ECRM_CHANNEL_CAPS"),
         ({"ECRM_CHANNEL_CAPS": "fax=1/1d"}, "ECRM_CHANNEL_CAPS"),
         ({"ECRM_CHANNEL_CAPS": "sms=1/1d,sms=2/1d"}, "ECRM_CHANNEL_CAPS"),
+        ({"ECRM_WEBHOOK_RETRY_SCHEDULE": "0,5,soon"}, "ECRM_WEBHOOK_RETRY_SCHEDULE"),
+        ({"ECRM_WEBHOOK_RETRY_SCHEDULE": "0,-1"}, "ECRM_WEBHOOK_RETRY_SCHEDULE"),
+        ({"ECRM_WEBHOOK_RETRY_SCHEDULE": ","}, "ECRM_WEBHOOK_RETRY_SCHEDULE"),
+        ({"ECRM_WEBHOOK_TIMEOUT": "fast"}, "ECRM_WEBHOOK_TIMEOUT"),
+        ({"ECRM_WEBHOOK_TIMEOUT": "0"}, "ECRM_WEBHOOK_TIMEOUT"),
+        ({"ECRM_WEBHOOK_TIMEOUT": "600"}, "ECRM_WEBHOOK_TIMEOUT"),
+        ({"ECRM_WEBHOOK_ALLOW_PRIVATE": "maybe"}, "ECRM_WEBHOOK_ALLOW_PRIVATE"),
     ],
 )
 def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -> None:
@@ -109,3 +116,32 @@ def test_generated_credentials_are_stable_and_private(tmp_path: Path) -> None:
         load_settings({"ECRM_HOME": str(tmp_path), "ECRM_ADMIN_TOKEN": "from-env-token"})
     )
     assert env_wins.admin_token == "from-env-token"
+
+
+def test_webhook_settings_defaults_parsing_and_printing() -> None:
+    defaults = load_settings({})
+    assert defaults.webhook_retry_schedule == (
+        0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400
+    )  # fmt: skip
+    assert defaults.webhook_timeout == 5.0 and defaults.webhook_allow_private is False
+    printed = defaults.masked()
+    assert (
+        printed["ECRM_WEBHOOK_RETRY_SCHEDULE"] == "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+    )
+    assert printed["ECRM_WEBHOOK_TIMEOUT"] == "5.0"
+    assert printed["ECRM_WEBHOOK_ALLOW_PRIVATE"] == "False"
+    custom = load_settings(
+        {
+            "ECRM_WEBHOOK_RETRY_SCHEDULE": " 0, 1.5 ,60",
+            "ECRM_WEBHOOK_TIMEOUT": "2.5",
+            "ECRM_WEBHOOK_ALLOW_PRIVATE": "1",
+        }
+    )
+    assert custom.webhook_retry_schedule == (0.0, 1.5, 60.0)
+    assert custom.masked()["ECRM_WEBHOOK_RETRY_SCHEDULE"] == "0,1.5,60"
+    assert custom.webhook_timeout == 2.5 and custom.webhook_allow_private is True
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ECRM_WEBHOOK_RETRY_SCHEDULE": "0,5,soon"})
+    assert str(caught.value) == (
+        "ECRM_WEBHOOK_RETRY_SCHEDULE: entry 3 ('soon') is not a number of seconds"
+    )

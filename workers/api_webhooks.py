@@ -1,0 +1,185 @@
+"""Admin routes of the webhook endpoint registry (``/v1/webhooks/endpoints``, admin token).
+
+``POST`` takes ``{"url": ..., "events": [...], "description": ..., "enabled": ...}`` (an
+empty or missing ``events`` means every event) and answers 201 with the endpoint and its
+``secret``: the only time it is shown. ``POST …/{id}/rotate-secret`` (``{"grace_seconds":
+86400}``, optional) answers the new secret and when the old one stops being signed with.
+``GET`` (list, one), ``PATCH`` (the same fields, all optional) and ``DELETE`` (204) never
+show a secret. Bad input is 422 ``application/problem+json`` naming the field (``url``,
+``events[1]``); an unknown id is 404 naming ``endpoint_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from connectors.webhooks.endpoints import (
+    EndpointNotFound,
+    create_endpoint,
+    delete_endpoint,
+    get_endpoint,
+    list_endpoints,
+    rotate_secret,
+    update_endpoint,
+)
+from pipeline import ValidationError, utcnow
+from workers.auth import admin_workspace
+from workers.problems import Problem
+from workers.runtime import Runtime
+
+PATH = "/v1/webhooks/endpoints"
+#: the fields a body may carry, and their JSON types
+FIELDS: dict[str, tuple[type, ...]] = {
+    "url": (str,),
+    "events": (list,),
+    "description": (str,),
+    "enabled": (bool,),
+}
+
+
+def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter:
+    """``/v1/webhooks/endpoints`` routes (admin token)."""
+    router = APIRouter()
+    db = runtime.db
+    allow_private = runtime.settings.webhook_allow_private
+
+    @router.post(PATH)
+    async def post_endpoint(request: Request) -> JSONResponse:
+        workspace = admin_workspace(request, admin_tokens)
+        body = _fields(await _body(request))
+        if "url" not in body:
+            raise Problem(422, "Invalid endpoint", "url is required", "url")
+
+        def write() -> dict[str, Any]:
+            with _problems(), db.write() as session:
+                view, secret = create_endpoint(
+                    session,
+                    workspace,
+                    url=body["url"],
+                    events=body.get("events") or (),
+                    description=body.get("description", ""),
+                    enabled=body.get("enabled", True),
+                    allow_private=allow_private,
+                    now=utcnow(),
+                )
+            return {**view, "secret": secret}
+
+        return JSONResponse(await run_in_threadpool(write), status_code=201)
+
+    @router.get(PATH)
+    def get_all(request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with db.read() as session:
+            return {"endpoints": list_endpoints(session, workspace, now=utcnow())}
+
+    @router.get(PATH + "/{endpoint_id}")
+    def get_one(endpoint_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with db.read() as session:
+            view = get_endpoint(session, workspace, endpoint_id, now=utcnow())
+        if view is None:
+            raise _not_found(endpoint_id)
+        return view
+
+    @router.patch(PATH + "/{endpoint_id}")
+    async def patch_endpoint(endpoint_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        body = _fields(await _body(request))
+
+        def write() -> dict[str, Any]:
+            with _problems(), db.write() as session:
+                return update_endpoint(
+                    session,
+                    workspace,
+                    endpoint_id,
+                    url=body.get("url"),
+                    events=body.get("events"),
+                    description=body.get("description"),
+                    enabled=body.get("enabled"),
+                    allow_private=allow_private,
+                    now=utcnow(),
+                )
+
+        return await run_in_threadpool(write)
+
+    @router.delete(PATH + "/{endpoint_id}", status_code=204)
+    def delete_one(endpoint_id: str, request: Request) -> Response:
+        workspace = admin_workspace(request, admin_tokens)
+        with _problems(), db.write() as session:
+            delete_endpoint(session, workspace, endpoint_id)
+        return Response(status_code=204)
+
+    @router.post(PATH + "/{endpoint_id}/rotate-secret")
+    async def post_rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        raw = await request.body()
+        body = await _body(request) if raw.strip() else {}
+        grace = body.get("grace_seconds", 86400)
+        if not isinstance(grace, int) or isinstance(grace, bool):
+            raise Problem(422, "Invalid rotation", "must be whole seconds", "grace_seconds")
+
+        def write() -> dict[str, Any]:
+            now = utcnow()
+            with _problems(), db.write() as session:
+                secret = rotate_secret(
+                    session, workspace, endpoint_id, grace_seconds=grace, now=now
+                )
+            return {
+                "id": endpoint_id,
+                "secret": secret,
+                "previous_expires_at": (now + timedelta(seconds=grace)).isoformat(),
+            }
+
+        return await run_in_threadpool(write)
+
+    return router
+
+
+@contextmanager
+def _problems() -> Iterator[None]:
+    """Registry errors as problem+json (raised out of ``db.write()``: nothing is written)."""
+    try:
+        yield
+    except EndpointNotFound as exc:
+        raise _not_found(exc.endpoint_id) from None
+    except ValidationError as exc:
+        raise Problem(422, "Invalid endpoint", exc.message, exc.field) from None
+
+
+def _not_found(endpoint_id: str) -> Problem:
+    return Problem(404, "Not Found", f"no webhook endpoint {endpoint_id!r}", "endpoint_id")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Problem(400, "Malformed JSON", "the body is not JSON", "body") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid body", "the body must be a JSON object", "body")
+    return body
+
+
+def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The known fields of an endpoint body, type-checked; an unknown field is refused."""
+    fields: dict[str, Any] = {}
+    for name, value in body.items():
+        if name not in FIELDS:
+            raise Problem(422, "Invalid endpoint", f"unknown field; use {sorted(FIELDS)}", name)
+        if value is None and name != "url":
+            continue  # null: as if absent
+        if not isinstance(value, FIELDS[name]):
+            kind = {"url": "text", "events": "a list", "description": "text"}.get(name, "bool")
+            raise Problem(422, "Invalid endpoint", f"must be {kind}", name)
+        fields[name] = value
+    return fields
+
+
+__all__ = ["webhooks_router"]
