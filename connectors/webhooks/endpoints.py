@@ -142,16 +142,7 @@ def create_endpoint(
     )
     session.add(endpoint)
     session.flush()  # the secret's foreign key needs the endpoint row first
-    secret = new_secret()
-    session.add(
-        WebhookSecret(
-            workspace_id=workspace_id,
-            endpoint_id=endpoint.id,
-            secret=secret,
-            created_at=now,
-            expires_at=None,
-        )
-    )
+    secret = _add_secret(session, workspace_id, endpoint.id, now)
     session.flush()
     return endpoint_view(session, endpoint, now=now), secret
 
@@ -242,16 +233,7 @@ def rotate_secret(
             WebhookSecret.endpoint_id == endpoint.id, WebhookSecret.expires_at <= now
         )
     )
-    secret = new_secret()
-    session.add(
-        WebhookSecret(
-            workspace_id=workspace_id,
-            endpoint_id=endpoint.id,
-            secret=secret,
-            created_at=now,
-            expires_at=None,
-        )
-    )
+    secret = _add_secret(session, workspace_id, endpoint.id, now)
     endpoint.updated_at = now
     session.flush()
     return secret
@@ -324,6 +306,21 @@ def _require(session: Session, workspace_id: str, endpoint_id: str) -> WebhookEn
     if endpoint is None:
         raise EndpointNotFound(endpoint_id)
     return endpoint
+
+
+def _add_secret(session: Session, workspace_id: str, endpoint_id: str, now: datetime) -> str:
+    """A new signing secret for the endpoint (valid until rotated away); its value."""
+    secret = new_secret()
+    session.add(
+        WebhookSecret(
+            workspace_id=workspace_id,
+            endpoint_id=endpoint_id,
+            secret=secret,
+            created_at=now,
+            expires_at=None,
+        )
+    )
+    return secret
 
 
 __all__ = [
