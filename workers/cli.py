@@ -16,15 +16,25 @@ from typing import Any
 import click
 
 from workers.file_import import file_import_arguments
-from workers.loyalty_cli import loyalty as _loyalty
-from workers.privacy_cli import profiles as _profiles
+from workers.lazy_group import LazyGroup
 from workers.process import load_runtime as _runtime
 from workers.process import one_line_errors, spawn, supervise
-from workers.rules_cli import rules as _rules
-from workers.webhooks_cli import webhooks as _webhooks
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "bench": "workers.commands:bench",
+        "demo": "workers.demo:demo",
+        "actions": "workers.actions_cli:actions",
+        "mailboxes": "workers.mailboxes_cli:mailboxes",
+        "identity": "workers.identity_cli:identity",
+        "profiles": "workers.privacy_cli:profiles",  # GDPR erasure and export
+        "rules": "workers.rules_cli:rules",
+        "loyalty": "workers.loyalty_cli:loyalty",
+        "webhooks": "workers.webhooks_cli:webhooks",  # downstream webhook endpoints
+    },
+)
 def main() -> None:
     """ecrm-hub: omnichannel touchpoint integration hub."""
 
@@ -243,14 +253,6 @@ def import_calls(**arguments: Any) -> None:
 
     sys.exit(run_calls_import(**arguments))
 
-
-from workers.commands import register as _register_more  # noqa: E402
-
-_register_more(main)
-main.add_command(_profiles)  # GDPR erasure and export
-main.add_command(_rules)  # marketing rules
-main.add_command(_loyalty)  # loyalty points
-main.add_command(_webhooks)  # downstream webhook endpoints
 
 if __name__ == "__main__":
     main()

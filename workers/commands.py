@@ -1,4 +1,4 @@
-"""More ``ecrm`` commands: ``demo`` and ``bench`` (kept apart from process start-up)."""
+"""``ecrm bench``: benchmarks, each beside its reference (loaded only when run)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,6 @@ BROKERS = {
     "postgres+rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
     "postgres+redis": "redis://127.0.0.1:6379/14",
 }
-
-
-def register(main: click.Group) -> None:
-    """Attach these commands to the ``ecrm`` group."""
-    main.add_command(bench)
-    from workers.demo import demo
-
-    main.add_command(demo)
-    from workers.actions_cli import actions
-
-    main.add_command(actions)
-    from workers.mailboxes_cli import mailboxes
-
-    main.add_command(mailboxes)
-    from workers.identity_cli import identity
-
-    main.add_command(identity)
 
 
 #: Options the bench commands share.
