@@ -36,7 +36,7 @@ from personalization import rules as rules_package
 from personalization.actions import QUEUED, Action, mark_suppressed
 from personalization.loyalty.models import LoyaltyAccount
 from personalization.rules import RuleSet, RuleSetInvalid, apply_rule_set, load_file
-from personalization.rules.act import MESSAGE_ACTIONS
+from personalization.rules.guards import MESSAGE_CHANNELS
 from personalization.rules.models import Rule, RuleFiring
 from pipeline import DEFAULT_WORKSPACE, HubError, ingest, utcnow
 from pipeline.events import status_counts
@@ -230,7 +230,7 @@ def rule_tallies(session: Session, workspace_id: str) -> list[RuleTally]:
         tally.fired += 1
         for outcome in outcomes:
             status = outcome.get("status")
-            if outcome.get("type") in MESSAGE_ACTIONS:
+            if outcome.get("type") in MESSAGE_CHANNELS:
                 tally.queued += status == "queued"
                 tally.suppressed += status == "suppressed"
             elif status == "awarded":

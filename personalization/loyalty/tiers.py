@@ -47,32 +47,7 @@ def measure(
     config: LoyaltyConfig,
 ) -> float:
     """Points earned (``earn`` and ``adjust`` entries) or spend in the window up to now."""
-    since = window_start(now, config)
-    ids = sorted(profiles)
-    if config.tier_measure == "spend":
-        rows = session.execute(
-            select(Event.type, Event.properties)
-            .join(ProfileEvent, ProfileEvent.event_id == Event.id)
-            .where(
-                ProfileEvent.workspace_id == workspace_id,
-                ProfileEvent.profile_id.in_(ids),
-                ProfileEvent.occurred_at > since,
-                ProfileEvent.occurred_at <= now,
-                Event.type.in_(sorted(SPEND_TYPES)),
-            )
-        )
-        return round(sum(SPEND_TYPES[kind] * _total(props) for kind, props in rows), 2)
-    e = LoyaltyEntry
-    total = session.scalar(
-        select(func.coalesce(func.sum(e.points), 0)).where(
-            e.workspace_id == workspace_id,
-            e.profile_id.in_(ids),
-            e.kind.in_([EARN, ADJUST]),
-            e.created_at > since,
-            e.created_at <= now,
-        )
-    )
-    return float(total or 0)
+    return measures(session, workspace_id, dict.fromkeys(profiles, ""), now, config).get("", 0.0)
 
 
 def _total(properties: dict[str, Any] | None) -> float:

@@ -61,7 +61,6 @@ from pipeline.errors import TransientError
 from pipeline.processing import StoredEvent
 
 NOT_SUPPORTED_YET = "not_supported_yet"
-MESSAGE_ACTIONS = {"send_email": "email", "send_sms": "sms"}
 _ABSENT = object()
 _DONE = {"add": "added", "remove": "removed", "set": "set", "unset": "unset"}
 #: immutable: a template cannot change the dicts it is shown (shared by the batch's events)
@@ -403,7 +402,6 @@ _HANDLERS: dict[str, Callable[[Actions, Step], dict[str, Any]]] = {
 
 
 __all__ = [
-    "MESSAGE_ACTIONS",
     "NOT_SUPPORTED_YET",
     "Actions",
     "LabelState",

@@ -44,7 +44,6 @@ from personalization import loyalty
 from personalization.labels import labels_of
 from personalization.loyalty.batch import LoyaltyBatch
 from personalization.loyalty.tiers import TIER_CHANGED, TierChange
-from personalization.loyalty.views import balances_and_tiers
 from personalization.rules.act import (
     NOT_SUPPORTED_YET,
     Actions,
@@ -194,18 +193,14 @@ def decide(
     survivors = set(profiles.values())
     earning = {profiles[event.id] for event, candidates in pending if candidates.ledger}
     reading = {profiles[event.id] for event, candidates in pending if candidates.loyalty}
-    points: LoyaltyBatch | _Balances = (
-        LoyaltyBatch.open(
-            session,
-            workspace_id,
-            earning,
-            now=now,
-            config=loyalty_config,
-            lock=not dry_run,
-            also_read=reading - earning,
-        )
-        if earning
-        else _Balances(balances_and_tiers(session, workspace_id, reading) if reading else {})
+    points = LoyaltyBatch.open(
+        session,
+        workspace_id,
+        earning,
+        now=now,
+        config=loyalty_config,
+        lock=not dry_run,
+        also_read=reading - earning,
     )
     labels = (
         labels_of(session, workspace_id, survivors)
@@ -217,7 +212,7 @@ def decide(
         workspace_id,
         now,
         default_region,
-        points if isinstance(points, LoyaltyBatch) else None,
+        points,
         reads.consent_of,
         read_labels=labels,
         dry_run=dry_run,
@@ -228,8 +223,7 @@ def decide(
     for event, candidates in pending:
         profile_id = profiles[event.id]
         _fire_event(event, profile_id, candidates, reads, points, firings)
-        if isinstance(points, LoyaltyBatch):  # tiers this event's points crossed
-            _fire_tier_changes(event, index, reads, points, firings)
+        _fire_tier_changes(event, index, reads, points, firings)  # tiers its points crossed
     stats.actions, stats.failed_actions = actions.actions, actions.failed
     stats.suppressed = actions.suppressed
     return firings
@@ -240,7 +234,7 @@ def _fire_event(
     profile_id: str,
     candidates: Candidates,
     reads: BatchReads,
-    points: LoyaltyBatch | _Balances,
+    points: LoyaltyBatch,
     firings: Firings,
 ) -> None:
     """Evaluate one event's candidate rules in priority order and decide their firings."""
@@ -312,13 +306,3 @@ def tier_event(cause: StoredEvent, change: TierChange) -> StoredEvent:
         },
         source="loyalty",
     )
-
-
-class _Balances:
-    """Points and tier read once, for batches whose rules change neither."""
-
-    def __init__(self, found: dict[str, dict[str, Any]]) -> None:
-        self.found = found
-
-    def view(self, profile_id: str) -> dict[str, Any]:
-        return self.found.get(profile_id, {"balance": 0, "tier": None})

@@ -110,18 +110,26 @@ def _matching(
     )
     if aggregate.window is not None:
         query = query.where(ProfileEvent.occurred_at > as_of - aggregate.window)
-    needs_event = (
-        aggregate.type not in (None, "*")
-        or aggregate.channel is not None
-        or aggregate.function == "sum"
+    return matching_events(
+        query,
+        None if aggregate.type == "*" else aggregate.type,
+        aggregate.channel,
+        join=aggregate.function == "sum",
     )
-    if needs_event:
+
+
+def matching_events(
+    query: Select[Any], event_type: str | None, channel: str | None, *, join: bool
+) -> Select[Any]:
+    """``query`` over ``profile_events`` narrowed to an aggregate's type (``order.*``:
+    a prefix) and channel, joined with ``events`` when those (or ``join``) need it."""
+    if join or event_type is not None or channel is not None:
         query = query.join(Event, Event.id == ProfileEvent.event_id)
-    if aggregate.type is not None and aggregate.type != "*":
-        if aggregate.type.endswith(".*"):
-            query = query.where(Event.type.startswith(aggregate.type[:-1], autoescape=True))
+    if event_type is not None:
+        if event_type.endswith(".*"):
+            query = query.where(Event.type.startswith(event_type[:-1], autoescape=True))
         else:
-            query = query.where(Event.type == aggregate.type)
-    if aggregate.channel is not None:
-        query = query.where(Event.channel == aggregate.channel)
+            query = query.where(Event.type == event_type)
+    if channel is not None:
+        query = query.where(Event.channel == channel)
     return query

@@ -26,6 +26,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from identity.models import ProfileEvent
+from personalization.rules.history import matching_events
 from personalization.rules.vocabulary import HistoryAggregate
 from pipeline.db import in_list
 from pipeline.models import Event
@@ -222,16 +223,7 @@ def _filtered(
         ProfileEvent.workspace_id == workspace_id,
         in_list(session, ProfileEvent.profile_id, profiles),
     )
-    if join or type_filter is not None or channel is not None:
-        query = query.join(Event, Event.id == ProfileEvent.event_id)
-    if type_filter is not None:
-        if type_filter.endswith(".*"):
-            query = query.where(Event.type.startswith(type_filter[:-1], autoescape=True))
-        else:
-            query = query.where(Event.type == type_filter)
-    if channel is not None:
-        query = query.where(Event.channel == channel)
-    return query
+    return matching_events(query, type_filter, channel, join=join)
 
 
 def _read_rows(

@@ -13,17 +13,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from personalization.labels.names import ACTION_CHANGES
 from personalization.rules.evaluate import aggregates_of, leaves
 from personalization.rules.predicates import Predicate, compile_conditions
 from personalization.rules.schema import CompiledRule
-from personalization.rules.vocabulary import HistoryAggregate
+from personalization.rules.vocabulary import ACTIONS_BY_TYPE, HistoryAggregate
 
 #: actions that change points or tiers (the batch then locks the profiles' accounts)
 LEDGER_ACTIONS = frozenset({"award_points", "deduct_points", "set_tier"})
-#: actions that change labels
-LABEL_ACTIONS = frozenset({"add_tag", "remove_tag", "enter_segment", "exit_segment", "set_trait"})
-#: templates that may name labels (rule-set traits extend ``profile.traits``)
-_TEMPLATE_PARAMS = ("subject", "text", "html")
+#: templates naming these may read labels (rule-set traits extend ``profile.traits``)
 _LABEL_WORDS = re.compile(r"\b(traits|tags|segments)\b")
 #: event types whose candidates are kept (then the cache starts over)
 _CACHE_TYPES = 4096
@@ -118,14 +116,22 @@ class RuleIndex:
         return tuple(sorted(found.values(), key=lambda rule: (-rule.priority, rule.id)))
 
 
+def _templates(rule: CompiledRule) -> list[str]:
+    """The rule's template texts (the parameters the vocabulary declares as templates)."""
+    return [
+        value
+        for action in rule.actions
+        for spec in ACTIONS_BY_TYPE[action.type].params
+        if spec.type == "template" and isinstance(value := action.params.get(spec.name), str)
+    ]
+
+
 def _uses_labels(rule: CompiledRule) -> bool:
     """Does the rule change labels, or read tags, segments or traits (which labels extend)?"""
-    for action in rule.actions:
-        if action.type in LABEL_ACTIONS:
-            return True
-        texts = [v for k, v in action.params.items() if k in _TEMPLATE_PARAMS]
-        if any(isinstance(t, str) and _LABEL_WORDS.search(t) for t in texts):
-            return True
+    if any(action.type in ACTION_CHANGES for action in rule.actions):
+        return True
+    if any(_LABEL_WORDS.search(text) for text in _templates(rule)):
+        return True
     return any(
         leaf.field.scope == "profile"
         and leaf.field.path[:1] in (("tags",), ("segments",), ("traits",))
@@ -135,10 +141,8 @@ def _uses_labels(rule: CompiledRule) -> bool:
 
 def _uses_loyalty(rule: CompiledRule) -> bool:
     """Does the rule change points or tiers, or read them (conditions, templates)?"""
-    for action in rule.actions:
-        if action.type in LEDGER_ACTIONS:
-            return True
-        texts = [v for k, v in action.params.items() if k in _TEMPLATE_PARAMS]
-        if any(isinstance(t, str) and "loyalty" in t for t in texts):
-            return True
+    if any(action.type in LEDGER_ACTIONS for action in rule.actions):
+        return True
+    if any("loyalty" in text for text in _templates(rule)):
+        return True
     return any(leaf.field.scope == "loyalty" for leaf in leaves(rule.conditions))

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from identity.models import ProfileEvent
 from personalization import loyalty
 from personalization.rules.fire import FireStats, decide
+from personalization.rules.guards import MESSAGE_CHANNELS
 from personalization.rules.index import RuleIndex
 from personalization.rules.schema import CompiledRule
 from pipeline.caps import Cap
@@ -149,7 +150,7 @@ def _count(
             rule.points_awarded += int(outcome["points"])
         elif status == "deducted":
             rule.points_deducted += int(outcome["points"])
-        if kind not in ("send_email", "send_sms"):
+        if kind not in MESSAGE_CHANNELS:
             continue
         rule.messages[str(status)] += 1
         queued = recipients.get(outcome.get("action_id", ""))
