@@ -121,6 +121,12 @@ class Settings:
     webhook_timeout: float = 5.0
     #: allow http and private/loopback/link-local receivers (tests, closed networks only)
     webhook_allow_private: bool = False
+    #: parallel POSTs per endpoint (to different profiles; one profile's stay in order)
+    webhook_concurrency: int = 4
+    #: a profile's created/updated delivery waits this long; updates meanwhile fold into it
+    webhook_coalesce_seconds: float = 2.0
+    #: threads of the webhook worker (``ecrm worker --webhooks``): endpoints served at once
+    webhook_workers: int = 8
 
     @property
     def is_sqlite(self) -> bool:
@@ -423,6 +429,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_retry_schedule=_schedule(env, "ECRM_WEBHOOK_RETRY_SCHEDULE"),
         webhook_timeout=_webhook_timeout(env),
         webhook_allow_private=_flag(env, "ECRM_WEBHOOK_ALLOW_PRIVATE"),
+        webhook_concurrency=_int(env, "ECRM_WEBHOOK_CONCURRENCY", 4, 1, 64),
+        webhook_coalesce_seconds=_float(env, "ECRM_WEBHOOK_COALESCE_SECONDS", 2.0, 0.0),
+        webhook_workers=_int(env, "ECRM_WEBHOOK_WORKERS", 8, 1, 256),
     )
 
 

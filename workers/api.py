@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
-from identity.views import decode_cursor, event_views, find_profile_id, profile_view, timeline
+from identity.views import decode_cursor, event_views, find_profile_id, timeline
 from personalization.rules.firings import firings_of_events
 from pipeline import IngestResult, ValidationError, utcnow
 from pipeline.events import get_event, list_events
@@ -35,8 +35,8 @@ from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
-from workers.api_labels import labels_router, profile_labels
-from workers.api_loyalty import loyalty_router, profile_loyalty
+from workers.api_labels import labels_router
+from workers.api_loyalty import loyalty_router
 from workers.api_mailboxes import mailbox_router
 from workers.api_privacy import privacy_router
 from workers.api_rules import rules_router
@@ -46,6 +46,7 @@ from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
 from workers.group_writer import GroupWriter
 from workers.problems import Problem
+from workers.profile_view import full_profile
 from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
@@ -312,8 +313,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     def get_profile(profile_id: str, request: Request) -> dict[str, Any]:
         workspace = workspace_for_admin(request)
         with db.read() as session:
-            view = profile_view(session, workspace, profile_id)
-            view = profile_labels(session, workspace, profile_loyalty(session, workspace, view))
+            view = full_profile(session, workspace, profile_id)
         if view is None:
             raise Problem(404, "Not Found", f"no profile {profile_id!r}", "profile_id")
         return view
@@ -353,8 +353,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             except ValueError as exc:
                 raise Problem(400, "Invalid query", str(exc), "identifier") from None
-            view = profile_view(session, workspace, found) if found else None
-            view = profile_labels(session, workspace, profile_loyalty(session, workspace, view))
+            view = full_profile(session, workspace, found) if found else None
         if view is None:
             raise Problem(404, "Not Found", f"no profile with {kind}:{value}", "identifier")
         return view

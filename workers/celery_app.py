@@ -25,12 +25,17 @@ from kombu.entity import Queue
 from pipeline import Settings
 from pipeline.broker import embedded_connection_args
 
+#: what ``ecrm worker`` consumes (a process pool: CPU and database work)
 QUEUES = ("ingest", "deliver", "poll", "maintenance")
+#: what ``ecrm worker --webhooks`` consumes (a thread pool: waiting on receivers)
+WEBHOOK_QUEUE = "webhooks"
 PROCESS_BATCH = "ecrm.pipeline.process_batch"
 RELAY_OUTBOX = "ecrm.pipeline.relay_outbox"
 DELIVER = "ecrm.connectors.deliver"
 RELAY_ACTIONS = "ecrm.connectors.relay_actions"
 LOYALTY_EXPIRE = "ecrm.loyalty.expire"
+WEBHOOKS_DISPATCH = "ecrm.webhooks.dispatch"
+WEBHOOKS_DELIVER = "ecrm.webhooks.deliver_endpoint"
 #: how often the scheduler expires loyalty points that reached their date
 LOYALTY_EXPIRE_SECONDS = 3600.0
 
@@ -67,7 +72,7 @@ def configure(settings: Settings) -> Celery:
         worker_prefetch_multiplier=16,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[Queue(name) for name in (*QUEUES, WEBHOOK_QUEUE)],
         task_default_queue="ingest",
         task_routes={
             PROCESS_BATCH: {"queue": "ingest"},
@@ -75,6 +80,8 @@ def configure(settings: Settings) -> Celery:
             DELIVER: {"queue": "deliver"},
             RELAY_ACTIONS: {"queue": "maintenance"},
             LOYALTY_EXPIRE: {"queue": "maintenance"},
+            WEBHOOKS_DISPATCH: {"queue": "maintenance"},
+            WEBHOOKS_DELIVER: {"queue": WEBHOOK_QUEUE},
         },
         beat_schedule={
             "relay-outbox": {
@@ -84,6 +91,11 @@ def configure(settings: Settings) -> Celery:
             },
             "relay-actions": {
                 "task": RELAY_ACTIONS,
+                "schedule": settings.relay_interval_seconds,
+                "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
+            },
+            "webhooks-dispatch": {
+                "task": WEBHOOKS_DISPATCH,
                 "schedule": settings.relay_interval_seconds,
                 "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
             },
@@ -112,3 +124,4 @@ def _drop_parent_runtime(**_: Any) -> None:
 # Registers the tasks on ``app``.
 from workers import loyalty_tasks as _loyalty_tasks  # noqa: E402,F401
 from workers import tasks as _tasks  # noqa: E402,F401
+from workers import webhook_tasks as _webhook_tasks  # noqa: E402,F401

@@ -82,16 +82,25 @@ def serve() -> None:
     is_flag=True,
     help="Also run the scheduler (Celery beat forks it; not tied to ecrm run's lifetime).",
 )
+@click.option(
+    "--webhooks",
+    is_flag=True,
+    help="Send webhook deliveries instead (a thread pool of ECRM_WEBHOOK_WORKERS threads).",
+)
 @one_line_errors
-def worker(beat: bool) -> None:
-    """Run a Celery worker consuming every queue."""
-    from workers.celery_app import QUEUES, configure
+def worker(beat: bool, webhooks: bool) -> None:
+    """Run a Celery worker: every queue but webhooks, or (--webhooks) only webhooks."""
+    from workers.celery_app import QUEUES, WEBHOOK_QUEUE, configure
 
     runtime = _runtime(migrate=True)
     settings = runtime.settings
     app = configure(settings)
-    argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel", settings.log_level]
-    if settings.worker_concurrency == 1:
+    queues = (WEBHOOK_QUEUE,) if webhooks else QUEUES
+    argv = ["worker", "-Q", ",".join(queues), "--loglevel", settings.log_level]
+    if webhooks:  # waiting on receivers: threads, so a hanging one holds one thread only
+        argv += ["--pool", "threads", "--concurrency", str(settings.webhook_workers)]
+        argv += ["--hostname", "webhooks@%h"]
+    elif settings.worker_concurrency == 1:
         argv += ["--pool", "solo"]
     else:
         argv += ["--pool", "prefork", "--concurrency", str(settings.worker_concurrency)]
@@ -136,7 +145,8 @@ def run() -> None:
         f"(data in {settings.home}; write key and admin token in {settings.home / 'credentials'})"
     )
     runtime.db.dispose()
-    sys.exit(supervise([spawn("serve"), spawn("worker"), spawn("scheduler")]))
+    children = [spawn("serve"), spawn("worker"), spawn("worker", "--webhooks"), spawn("scheduler")]
+    sys.exit(supervise(children))
 
 
 @main.group()

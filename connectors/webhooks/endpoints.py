@@ -25,7 +25,12 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
-from connectors.webhooks.models import WebhookEndpoint, WebhookSecret
+from connectors.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+)
 from connectors.webhooks.signing import new_secret
 from connectors.webhooks.targets import check_url
 from pipeline.errors import HubError, ValidationError
@@ -179,7 +184,8 @@ def update_endpoint(
 ) -> dict[str, Any]:
     """Change what is given (``None``: unchanged); a new URL is checked like a new one.
 
-    Enabling an endpoint clears the reason the hub disabled it for.
+    Enabling an endpoint clears the reason the hub disabled it for; its open deliveries
+    (kept while it was off) are then sent.
     """
     endpoint = _require(session, workspace_id, endpoint_id)
     if url is not None:
@@ -190,16 +196,21 @@ def update_endpoint(
         endpoint.description = _description(description)
     if enabled is not None:
         endpoint.enabled = bool(enabled)
-        if enabled:
+        if enabled:  # a fresh start: its failing streak is over too
             endpoint.disabled_reason = None
+            endpoint.failing_since = None
     endpoint.updated_at = now
     session.flush()
     return endpoint_view(session, endpoint, now=now)
 
 
 def delete_endpoint(session: Session, workspace_id: str, endpoint_id: str) -> None:
-    """Remove an endpoint and its secrets (raises :class:`EndpointNotFound`)."""
+    """Remove an endpoint, its secrets and its deliveries with their log (raises
+    :class:`EndpointNotFound`)."""
     endpoint = _require(session, workspace_id, endpoint_id)
+    deliveries = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id)
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(deliveries)))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
     session.execute(delete(WebhookSecret).where(WebhookSecret.endpoint_id == endpoint.id))
     session.delete(endpoint)
     session.flush()
@@ -272,6 +283,7 @@ def endpoint_view(session: Session, endpoint: WebhookEndpoint, *, now: datetime)
         "events": list(endpoint.events),
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
+        "failing_since": endpoint.failing_since.isoformat() if endpoint.failing_since else None,
         "created_at": endpoint.created_at.isoformat(),
         "updated_at": endpoint.updated_at.isoformat(),
         "secrets": [

@@ -1,0 +1,165 @@
+"""Wiring of webhook deliveries: feed → deliveries (fan-out), due endpoints → send rounds.
+
+Why it lives in ``workers``: the fan-out reads identity's change feed and the full profile
+view (identity + loyalty + labels), and the connectors package must not import those;
+this module hands them over as plain data. The scheduler's ``ecrm.webhooks.dispatch``
+calls :func:`dispatch` every relay interval; it publishes one
+``ecrm.webhooks.deliver_endpoint`` per endpoint with due deliveries, which the webhook
+worker (``ecrm worker --webhooks``, a thread pool) runs with :func:`deliver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connectors.webhooks.dispatch import Options, RoundStats, deliver_endpoint, due_endpoints
+from connectors.webhooks.fanout import (
+    CHUNK,
+    Change,
+    FanoutStats,
+    advance,
+    cursor,
+    fan_out,
+    targets,
+)
+from identity.changes import changes_after
+from identity.models import CHANGES
+from pipeline.envelope import utcnow
+from pipeline.models import Workspace
+from workers.profile_view import full_profiles
+from workers.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class _Moved(Exception):
+    """Another dispatcher advanced the cursor first: roll this chunk back."""
+
+
+@dataclass
+class DispatchStats:
+    """One dispatch: the fan-out's totals and the endpoints handed to the webhook worker."""
+
+    fanout: FanoutStats
+    endpoints: list[str]
+
+
+def options(runtime: Runtime) -> Options:
+    """The sending options from the settings."""
+    settings = runtime.settings
+    return Options(
+        timeout=settings.webhook_timeout,
+        schedule=settings.webhook_retry_schedule,
+        allow_private=settings.webhook_allow_private,
+        concurrency=settings.webhook_concurrency,
+    )
+
+
+def feed_changes(session: Session, workspace_id: str, after: int, limit: int) -> list[Change]:
+    """The change feed after ``after``, as the fan-out takes it."""
+    return [
+        Change(
+            id=row["id"],
+            type=row["type"],
+            profile_id=row["profile_id"],
+            data=row["data"] or {},
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+        for row in changes_after(session, workspace_id, after, limit=limit)
+    ]
+
+
+def _fan_out_chunk(runtime: Runtime, workspace_id: str, totals: FanoutStats) -> bool:
+    """Fan out one chunk of the workspace's feed; True if there may be more."""
+    coalesce = runtime.settings.webhook_coalesce_seconds
+    try:
+        with runtime.db.write() as session:
+            now = utcnow()
+            seen = cursor(session, workspace_id)
+            endpoints = targets(session, workspace_id)
+            if not endpoints:  # nobody listens: skip to the end of the feed at once
+                last = session.scalar(
+                    select(func.max(CHANGES.c.id)).where(CHANGES.c.workspace_id == workspace_id)
+                )
+                if (
+                    last is not None
+                    and last != seen
+                    and not advance(session, workspace_id, seen, int(last), now)
+                ):
+                    raise _Moved
+                return False
+            changes = feed_changes(session, workspace_id, seen or 0, CHUNK)
+            if not changes:
+                return False
+            stats = fan_out(
+                session,
+                workspace_id,
+                changes,
+                endpoints,
+                lambda s, ids: full_profiles(s, workspace_id, ids),
+                now=now,
+                coalesce_seconds=coalesce,
+            )
+            if not advance(session, workspace_id, seen, changes[-1].id, now):
+                raise _Moved
+    except _Moved:
+        return False
+    totals.changes += stats.changes
+    totals.deliveries += stats.deliveries
+    totals.coalesced += stats.coalesced
+    return len(changes) == CHUNK
+
+
+def fan_out_all(runtime: Runtime) -> FanoutStats:
+    """Turn every workspace's new profile changes into deliveries."""
+    totals = FanoutStats()
+    with runtime.db.read() as session:
+        workspaces = list(session.scalars(select(Workspace.id).order_by(Workspace.id)))
+    for workspace_id in workspaces:
+        while _fan_out_chunk(runtime, workspace_id, totals):
+            pass
+    if totals.deliveries or totals.coalesced:
+        log.info(
+            "webhooks_fanned_out",
+            changes=totals.changes,
+            deliveries=totals.deliveries,
+            coalesced=totals.coalesced,
+        )
+    return totals
+
+
+def dispatch(runtime: Runtime, publish: Callable[[str], None]) -> DispatchStats:
+    """Fan out, then ask for a send round for each endpoint with deliveries due."""
+    fanned = fan_out_all(runtime)
+    with runtime.db.read() as session:
+        endpoints = due_endpoints(session, utcnow())
+    for endpoint_id in endpoints:
+        publish(endpoint_id)
+    return DispatchStats(fanned, endpoints)
+
+
+def deliver(runtime: Runtime, endpoint_id: str) -> RoundStats:
+    """One send round for an endpoint (a no-op if another round holds it)."""
+    stats = deliver_endpoint(runtime.db, endpoint_id, options(runtime))
+    if stats.attempts:
+        log.info(
+            "webhooks_sent",
+            endpoint_id=endpoint_id,
+            attempts=stats.attempts,
+            delivered=stats.delivered,
+            retrying=stats.retrying,
+            failed=stats.failed,
+            seconds=stats.seconds,
+        )
+    if stats.disabled:
+        log.warning("webhook_endpoint_disabled", endpoint_id=endpoint_id, reason=stats.disabled)
+    return stats
+
+
+__all__ = ["DispatchStats", "deliver", "dispatch", "fan_out_all", "feed_changes", "options"]
