@@ -7,6 +7,12 @@ empty or missing ``events`` means every event) and answers 201 with the endpoint
 ``GET`` (list, one), ``PATCH`` (the same fields, all optional) and ``DELETE`` (204) never
 show a secret. Bad input is 422 ``application/problem+json`` naming the field (``url``,
 ``events[1]``); an unknown id is 404 naming ``endpoint_id``.
+
+The delivery log: ``GET /v1/webhooks/deliveries?endpoint=&status=&profile=&before=&limit=``
+(newest first; ``status`` one of pending, retrying, delivered, failed), ``GET …/{id}`` (the
+payload and every attempt), ``POST …/{id}/retry`` (send it again now, 202; 409 while its
+endpoint is disabled) and ``POST /v1/webhooks/endpoints/{id}/replay`` with ``{"since":
+"2h"}`` (or an ISO time): every change since then queued again for that endpoint (202).
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from connectors.webhooks.deliveries import (
+    DeliveryNotFound,
+    EndpointDisabled,
+    get_delivery,
+    list_deliveries,
+    retry_delivery,
+)
 from connectors.webhooks.endpoints import (
     EndpointNotFound,
     create_endpoint,
@@ -32,9 +45,12 @@ from connectors.webhooks.endpoints import (
 from pipeline import ValidationError, utcnow
 from workers.auth import admin_workspace
 from workers.problems import Problem
+from workers.rules_period import period_start
 from workers.runtime import Runtime
+from workers.webhooks_dispatch import replay
 
 PATH = "/v1/webhooks/endpoints"
+DELIVERIES = "/v1/webhooks/deliveries"
 #: the fields a body may carry, and their JSON types
 FIELDS: dict[str, tuple[type, ...]] = {
     "url": (str,),
@@ -139,18 +155,82 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
 
         return await run_in_threadpool(write)
 
+    @router.get(DELIVERIES)
+    def get_deliveries(
+        request: Request,
+        endpoint: str | None = None,
+        status: str | None = None,
+        profile: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with _problems("Invalid query"), db.read() as session:
+            items, cursor = list_deliveries(
+                session,
+                workspace,
+                endpoint_id=endpoint,
+                status=status,
+                profile_id=profile,
+                before=before,
+                limit=limit,
+            )
+        return {"deliveries": items, "next_before": cursor}
+
+    @router.get(DELIVERIES + "/{delivery_id}")
+    def get_one_delivery(delivery_id: str, request: Request) -> dict[str, Any]:
+        workspace = admin_workspace(request, admin_tokens)
+        with _problems(), db.read() as session:
+            return get_delivery(session, workspace, delivery_id)
+
+    @router.post(DELIVERIES + "/{delivery_id}/retry")
+    def post_retry(delivery_id: str, request: Request) -> JSONResponse:
+        workspace = admin_workspace(request, admin_tokens)
+        with _problems(), db.write() as session:
+            view = retry_delivery(session, workspace, delivery_id, now=utcnow())
+        return JSONResponse(view, status_code=202)
+
+    @router.post(PATH + "/{endpoint_id}/replay")
+    async def post_replay(endpoint_id: str, request: Request) -> JSONResponse:
+        workspace = admin_workspace(request, admin_tokens)
+        body = await _body(request)
+        since = body.get("since")
+        if not isinstance(since, str) or not since.strip():
+            raise Problem(422, "Invalid replay", "a period (2h, 7d) or an ISO time", "since")
+        try:
+            start = period_start(since, "since")
+        except ValueError as exc:
+            raise Problem(422, "Invalid replay", str(exc), "since") from None
+
+        def write() -> int:
+            with _problems():
+                return replay(runtime, workspace, endpoint_id, start)
+
+        queued = await run_in_threadpool(write)
+        return JSONResponse(
+            {"endpoint_id": endpoint_id, "since": start.isoformat(), "queued": queued},
+            status_code=202,
+        )
+
     return router
 
 
 @contextmanager
-def _problems() -> Iterator[None]:
+def _problems(title: str = "Invalid endpoint") -> Iterator[None]:
     """Registry errors as problem+json (raised out of ``db.write()``: nothing is written)."""
     try:
         yield
     except EndpointNotFound as exc:
         raise _not_found(exc.endpoint_id) from None
+    except DeliveryNotFound as exc:
+        raise Problem(
+            404, "Not Found", f"no webhook delivery {exc.message_id!r}", "delivery_id"
+        ) from None
+    except EndpointDisabled as exc:
+        raise Problem(409, "Endpoint disabled", str(exc), "endpoint_id") from None
     except ValidationError as exc:
-        raise Problem(422, "Invalid endpoint", exc.message, exc.field) from None
+        status = 400 if title == "Invalid query" else 422
+        raise Problem(status, title, exc.message, exc.field) from None
 
 
 def _not_found(endpoint_id: str) -> Problem:

@@ -122,4 +122,131 @@ def rotate_command(endpoint_id: str, grace: str, workspace: str) -> None:
     click.echo(f"the previous secret stays valid until {(now + timedelta(seconds=seconds))}")
 
 
+@webhooks.command("enable")
+@click.argument("endpoint_id", metavar="ID")
+@_workspace
+@one_line_errors
+def enable_command(endpoint_id: str, workspace: str) -> None:
+    """Switch endpoint ID on again (after the hub disabled it, say); its open deliveries go."""
+    _switch(endpoint_id, workspace, True)
+
+
+@webhooks.command("disable")
+@click.argument("endpoint_id", metavar="ID")
+@_workspace
+@one_line_errors
+def disable_command(endpoint_id: str, workspace: str) -> None:
+    """Switch endpoint ID off: nothing is sent or queued for it until it is enabled."""
+    _switch(endpoint_id, workspace, False)
+
+
+def _switch(endpoint_id: str, workspace: str, enabled: bool) -> None:
+    from connectors.webhooks.endpoints import update_endpoint
+
+    runtime = load_runtime(migrate=True)
+    with runtime.db.write() as session:
+        update_endpoint(
+            session,
+            workspace,
+            endpoint_id,
+            enabled=enabled,
+            allow_private=runtime.settings.webhook_allow_private,
+            now=utcnow(),
+        )
+    click.echo(f"{endpoint_id} {'enabled' if enabled else 'disabled'}")
+
+
+@webhooks.command("deliveries")
+@click.option("--endpoint", "endpoint_id", default=None, help="Only this endpoint's.")
+@click.option("--status", default=None, help="pending, retrying, delivered or failed.")
+@click.option("--profile", "profile_id", default=None, help="Only this profile's.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_workspace
+@one_line_errors
+def deliveries_command(
+    endpoint_id: str | None,
+    status: str | None,
+    profile_id: str | None,
+    limit: int,
+    as_json: bool,
+    workspace: str,
+) -> None:
+    """The delivery log, newest first: status, attempts, last answer."""
+    import json
+
+    from connectors.webhooks.deliveries import list_deliveries
+
+    runtime = load_runtime(migrate=True)
+    with runtime.db.read() as session:
+        views, _ = list_deliveries(
+            session,
+            workspace,
+            endpoint_id=endpoint_id,
+            status=status,
+            profile_id=profile_id,
+            limit=limit,
+        )
+    if not views and not as_json:
+        click.echo("no webhook deliveries")
+    for view in views:
+        if as_json:
+            click.echo(json.dumps(view))
+            continue
+        last = view["last_status"] or view["last_error"] or "-"
+        click.echo(
+            f"{view['id']}  {view['status']:<9} {view['type']:<24} {view['profile_id']}  "
+            f"attempts {view['attempts']}  last {last}"
+        )
+
+
+@webhooks.command("show")
+@click.argument("delivery_id", metavar="DELIVERY_ID")
+@_workspace
+@one_line_errors
+def show_command(delivery_id: str, workspace: str) -> None:
+    """One delivery as JSON: its payload and every attempt."""
+    import json
+
+    from connectors.webhooks.deliveries import get_delivery
+
+    runtime = load_runtime(migrate=True)
+    with runtime.db.read() as session:
+        view = get_delivery(session, workspace, delivery_id)
+    click.echo(json.dumps(view, indent=2))
+
+
+@webhooks.command("retry")
+@click.argument("delivery_id", metavar="DELIVERY_ID")
+@_workspace
+@one_line_errors
+def retry_command(delivery_id: str, workspace: str) -> None:
+    """Send DELIVERY_ID (msg_...) again now, with the same webhook-id."""
+    from connectors.webhooks.deliveries import retry_delivery
+
+    runtime = load_runtime(migrate=True)
+    with runtime.db.write() as session:
+        view = retry_delivery(session, workspace, delivery_id, now=utcnow())
+    click.echo(f"{view['id']} queued again (attempts so far: {view['attempts']})")
+
+
+@webhooks.command("replay")
+@click.argument("endpoint_id", metavar="ID")
+@click.option("--since", required=True, help="A period (2h, 7d) or an ISO time.")
+@_workspace
+@one_line_errors
+def replay_command(endpoint_id: str, since: str, workspace: str) -> None:
+    """Queue again for endpoint ID every profile change since --since it subscribes to."""
+    from workers.rules_period import period_start
+    from workers.webhooks_dispatch import replay
+
+    try:
+        start = period_start(since, "--since")
+    except ValueError as exc:
+        raise ValidationError("--since", str(exc)) from None
+    runtime = load_runtime(migrate=True)
+    queued = replay(runtime, workspace, endpoint_id, start)
+    click.echo(f"{queued} deliveries queued for {endpoint_id} (changes since {start.isoformat()})")
+
+
 __all__ = ["webhooks"]

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.webhooks.dispatch import Options, RoundStats, deliver_endpoint, due_endpoints
+from connectors.webhooks.endpoints import EndpointNotFound, get_endpoint
 from connectors.webhooks.fanout import (
     CHUNK,
     Change,
     FanoutStats,
+    Target,
     advance,
     cursor,
     fan_out,
@@ -144,6 +146,48 @@ def dispatch(runtime: Runtime, publish: Callable[[str], None]) -> DispatchStats:
     return DispatchStats(fanned, endpoints)
 
 
+def replay(runtime: Runtime, workspace_id: str, endpoint_id: str, since: datetime) -> int:
+    """Queue again, for one endpoint, every change since ``since`` it subscribes to.
+
+    Replayed deliveries are new messages (new ``webhook-id``, ``replay: true`` in the log)
+    built from the feed as it is now: stateful types carry the profile's current state and
+    the change's version, so a consumer that kept a newer version drops them. Changes from
+    before the endpoint existed, or while it was disabled, are included: that is what a
+    replay is for. Raises :class:`EndpointNotFound` for an unknown endpoint.
+    """
+    with runtime.db.read() as session:
+        found = get_endpoint(session, workspace_id, endpoint_id, now=utcnow())
+        if found is None:
+            raise EndpointNotFound(endpoint_id)
+        c = CHANGES.c
+        first = session.scalar(
+            select(func.min(c.id)).where(c.workspace_id == workspace_id, c.created_at >= since)
+        )
+    if first is None:
+        return 0
+    target = Target(endpoint_id, tuple(found["events"]), datetime.min.replace(tzinfo=UTC))
+    after, queued = int(first) - 1, 0
+    while True:
+        with runtime.db.write() as session:
+            changes = feed_changes(session, workspace_id, after, CHUNK)
+            if not changes:
+                break
+            stats = fan_out(
+                session,
+                workspace_id,
+                changes,
+                [target],
+                lambda s, ids: full_profiles(s, workspace_id, ids),
+                now=utcnow(),
+                coalesce_seconds=0,
+                replay=True,
+            )
+        queued += stats.deliveries
+        after = changes[-1].id
+    log.info("webhooks_replayed", endpoint_id=endpoint_id, since=since.isoformat(), queued=queued)
+    return queued
+
+
 def deliver(runtime: Runtime, endpoint_id: str) -> RoundStats:
     """One send round for an endpoint (a no-op if another round holds it)."""
     stats = deliver_endpoint(runtime.db, endpoint_id, options(runtime))
@@ -162,4 +206,12 @@ def deliver(runtime: Runtime, endpoint_id: str) -> RoundStats:
     return stats
 
 
-__all__ = ["DispatchStats", "deliver", "dispatch", "fan_out_all", "feed_changes", "options"]
+__all__ = [
+    "DispatchStats",
+    "deliver",
+    "dispatch",
+    "fan_out_all",
+    "feed_changes",
+    "options",
+    "replay",
+]

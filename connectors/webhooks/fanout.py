@@ -15,7 +15,8 @@ ids only grow, so a consumer keeps the highest version it has seen per profile.
 Coalescing: a ``profile.created``/``profile.updated`` delivery waits ``coalesce_seconds``
 before its first attempt; a later update of the same profile while it still waits (never
 attempted, and still the newest delivery of that profile for the endpoint, so order is
-kept) refreshes it instead of adding another message.
+kept) refreshes it instead of adding another message. A replay folds a profile's updates
+within the run the same way: each would carry the same current state.
 """
 
 from __future__ import annotations
