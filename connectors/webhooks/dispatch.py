@@ -8,9 +8,9 @@ holds one worker thread, never the others' deliveries.
 A round, for one endpoint:
 
 1. take the endpoint's lease (a conditional UPDATE: whoever else holds it wins);
-2. claim up to ``concurrency * 8`` due deliveries, each the head of its profile's queue,
-   counting the attempt before anything is sent (an attempt lost to a crash is sent again
-   when the lease runs out: at least once, with the same ``webhook-id``);
+2. claim up to ``concurrency * 8`` (at least 32) due deliveries, each the head of its
+   profile's queue, counting the attempt before anything is sent (an attempt lost to a
+   crash is sent again when the lease runs out: at least once, same ``webhook-id``);
 3. POST them on ``concurrency`` threads (one keep-alive session each), signed with every
    active secret of the endpoint; a lane that meets a network failure or timeout stops
    and the rest of the chunk is put back untried (a hanging receiver costs one timeout
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
-from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy import exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 from uuid6 import uuid7
 
@@ -40,7 +40,7 @@ from connectors.webhooks.endpoints import active_secrets
 from connectors.webhooks.models import (
     DELIVERED,
     FAILED,
-    OPEN_STATES,
+    OPEN_PREDICATE,
     RETRYING,
     WebhookAttempt,
     WebhookDelivery,
@@ -52,8 +52,9 @@ from connectors.webhooks.signing import headers
 from pipeline.db import Database, in_list
 from pipeline.envelope import utcnow
 
-#: deliveries claimed per lane and chunk
+#: deliveries claimed per lane and chunk (and at least ``MIN_CHUNK`` per chunk)
 PER_LANE = 8
+MIN_CHUNK = 32
 _ERROR_CHARS = 1000
 
 
@@ -100,7 +101,7 @@ class RoundStats:
 def due_endpoints(session: Session, now: datetime, *, limit: int = 500) -> list[str]:
     """Enabled endpoints with a delivery due and nobody sending to them."""
     d, e = WebhookDelivery, WebhookEndpoint
-    due = exists().where(d.endpoint_id == e.id, d.state.in_(OPEN_STATES), d.next_attempt_at <= now)
+    due = exists().where(d.endpoint_id == e.id, OPEN_PREDICATE, d.next_attempt_at <= now)
     rows = session.scalars(
         select(e.id)
         .where(e.enabled.is_(True), or_(e.lease_until.is_(None), e.lease_until < now), due)
@@ -140,22 +141,28 @@ def release(session: Session, endpoint_id: str, token: str) -> None:
 def claim(session: Session, endpoint_id: str, now: datetime, limit: int) -> list[Claimed]:
     """Up to ``limit`` due deliveries, each the oldest open one of its profile."""
     d = WebhookDelivery
-    older = aliased(WebhookDelivery)
-    blocked = exists().where(
-        older.endpoint_id == d.endpoint_id,
-        older.profile_id == d.profile_id,
-        older.state.in_(OPEN_STATES),
-        older.id < d.id,
+    older = aliased(WebhookDelivery, name="older")
+    # the profile's oldest open delivery: a correlated scalar, so each candidate costs one
+    # probe of the partial profile index however stale the planner's statistics are (an
+    # anti-join planned for a "1-row" fresh table scanned every open row per candidate)
+    head = (
+        select(func.min(older.id))
+        .where(
+            older.endpoint_id == d.endpoint_id,
+            older.profile_id == d.profile_id,
+            text("older.state IN ('pending', 'retrying')"),  # literally the index's condition
+        )
+        .scalar_subquery()
     )
     rows = session.execute(
         select(d.id, d.message_id, d.profile_id, d.body, d.attempts)
         .where(
             d.endpoint_id == endpoint_id,
-            d.state.in_(OPEN_STATES),
+            OPEN_PREDICATE,  # as the partial index says it, so the planner picks the index
             d.next_attempt_at <= now,
-            ~blocked,
+            d.id == head,
         )
-        .order_by(d.next_attempt_at, d.id)
+        .order_by(d.next_attempt_at)  # the due index's order: the scan stops at the limit
         .limit(limit)
     ).all()
     if not rows:
@@ -337,7 +344,7 @@ def _hold_followers(session: Session, endpoint_id: str, item: Claimed, until: da
         .where(
             d.endpoint_id == endpoint_id,
             d.profile_id == item.profile_id,
-            d.state.in_(OPEN_STATES),
+            OPEN_PREDICATE,
             d.id > item.id,
             d.next_attempt_at < until,
         )
@@ -358,7 +365,7 @@ def _release_followers(
         .where(
             d.endpoint_id == endpoint_id,
             in_list(session, d.profile_id, sorted(set(profile_ids))),
-            d.state.in_(OPEN_STATES),
+            OPEN_PREDICATE,
             d.next_attempt_at > now,
         )
         .values(next_attempt_at=now)
@@ -416,8 +423,9 @@ def deliver_endpoint(
     """One round for one endpoint (see the module docstring); a no-op if it is leased."""
     stats = RoundStats(endpoint_id)
     token = uuid7().hex
+    chunk = max(MIN_CHUNK, options.concurrency * PER_LANE)
     # a chunk's longest run: each lane's deliveries one after another at the read cap
-    lease_seconds = options.timeout * 2 * PER_LANE + 30
+    lease_seconds = options.timeout * 2 * -(-chunk // options.concurrency) + 30
     started = time.monotonic()
     with db.write() as session:
         if not lease(session, endpoint_id, token, now(), lease_seconds + options.budget_seconds):
@@ -447,7 +455,7 @@ def deliver_endpoint(
                 moment = now()
                 if not lease(session, endpoint_id, token, moment, lease_seconds):
                     break  # disabled, deleted or taken over meanwhile
-                claimed = claim(session, endpoint_id, moment, options.concurrency * PER_LANE)
+                claimed = claim(session, endpoint_id, moment, chunk)
                 secrets = active_secrets(session, workspace_id, endpoint_id, now=moment)
             if not claimed:
                 break

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from connectors.webhooks.endpoints import endpoint_wants
 from connectors.webhooks.models import (
+    OPEN_PREDICATE,
     PENDING,
     RETRYING,
     WebhookCursor,
@@ -228,7 +229,8 @@ class _Pending:
 
 
 def _newest(session: Session, wanted: Sequence[tuple[Change, str, Target]]) -> dict[Any, _Pending]:
-    """For the endpoints and profiles at hand, their newest delivery if it still waits."""
+    """For the endpoints and profiles at hand, their newest open delivery if it still waits
+    (a delivered or given-up one is history: a new update simply queues)."""
     endpoint_ids = sorted({target.id for _, _, target in wanted})
     profile_ids = sorted({change.profile_id for change, _, _ in wanted})
     d = WebhookDelivery
@@ -236,6 +238,7 @@ def _newest(session: Session, wanted: Sequence[tuple[Change, str, Target]]) -> d
         select(func.max(d.id))
         .where(in_list(session, d.endpoint_id, endpoint_ids))
         .where(in_list(session, d.profile_id, profile_ids))
+        .where(OPEN_PREDICATE)
         .group_by(d.endpoint_id, d.profile_id)
     )
     rows = session.execute(
@@ -263,7 +266,7 @@ def _blocked_until(
         select(d.endpoint_id, d.profile_id, func.max(d.next_attempt_at))
         .where(in_list(session, d.endpoint_id, endpoint_ids))
         .where(in_list(session, d.profile_id, profile_ids))
-        .where(d.state == RETRYING)
+        .where(OPEN_PREDICATE, d.state == RETRYING)
         .group_by(d.endpoint_id, d.profile_id)
     )
     return {(endpoint_id, profile_id): until for endpoint_id, profile_id, until in rows}

@@ -74,6 +74,9 @@ FAILED = "failed"
 OPEN_STATES = (PENDING, RETRYING)
 STATES = (PENDING, RETRYING, DELIVERED, FAILED)
 _OPEN = text("state IN ('pending', 'retrying')")
+#: the same condition for queries on ``webhook_deliveries``: SQLite uses a partial index
+#: only when the query repeats its condition literally (a bound ``IN (?, ?)`` does not)
+OPEN_PREDICATE = text("webhook_deliveries.state IN ('pending', 'retrying')")
 
 
 class WebhookDelivery(Base):
@@ -87,8 +90,16 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         Index("ix_webhook_deliveries_workspace", "workspace_id", "id"),
-        # the next delivery of each profile for an endpoint: order is kept per profile
-        Index("ix_webhook_deliveries_profile", "endpoint_id", "profile_id", "id"),
+        # the open deliveries of each profile for an endpoint, oldest first: the head is
+        # sent, the others wait (order is kept per profile); delivered history stays out
+        Index(
+            "ix_webhook_deliveries_profile",
+            "endpoint_id",
+            "profile_id",
+            "id",
+            sqlite_where=_OPEN,
+            postgresql_where=_OPEN,
+        ),
         Index(
             "ix_webhook_deliveries_due",
             "endpoint_id",
@@ -154,6 +165,7 @@ class WebhookCursor(Base):
 __all__ = [
     "DELIVERED",
     "FAILED",
+    "OPEN_PREDICATE",
     "OPEN_STATES",
     "PENDING",
     "RETRYING",
