@@ -17,13 +17,14 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from connectors.email.privacy import erase_refused_mail, refused_mail
+from connectors.webhooks.privacy import erase_deliveries, export_deliveries
 from identity.erasure import Eraser, ErasureResult, ProfileNotFound, Scrubber, erase_profile
 from identity.export import Person, Section, consistent_read, export_chunks, find_person
 from identity.tombstones import tombstone_key
 from personalization.labels.privacy import erase_labels, export_labels
 from personalization.loyalty.privacy import erase_loyalty, export_loyalty
 from personalization.privacy import erase_outbound, export_outbound
-from pipeline import ConflictError
+from pipeline import ConflictError, utcnow
 from workers.auth import admin_workspace
 from workers.problems import Problem
 from workers.runtime import Runtime
@@ -36,6 +37,16 @@ def _erase_mail(session: Session, person: Person, scrub: Scrubber) -> dict[str, 
     return {"mail_failures": erase_refused_mail(session, person.workspace_id, addresses)}
 
 
+def _erase_webhooks(session: Session, person: Person, scrub: Scrubber) -> dict[str, int]:
+    return erase_deliveries(session, person.workspace_id, person.profile_ids, now=utcnow())
+
+
+def _webhooks_section(session: Session, person: Person) -> dict[str, Any]:
+    return {
+        "webhook_deliveries": export_deliveries(session, person.workspace_id, person.profile_ids)
+    }
+
+
 def _mail_section(session: Session, person: Person) -> dict[str, Any]:
     addresses = [value for kind, value in person.identifiers if kind == "email"]
     return {"refused_mail": refused_mail(session, person.workspace_id, addresses)}
@@ -43,8 +54,20 @@ def _mail_section(session: Session, person: Person) -> dict[str, Any]:
 
 #: what other packages hold about a person, erased and exported with identity's rows
 #: (labels first: it notes rule-set trait values, which the later ones scrub too)
-ERASERS: tuple[Eraser, ...] = (erase_labels, erase_outbound, _erase_mail, erase_loyalty)
-SECTIONS: tuple[Section, ...] = (export_outbound, _mail_section, export_loyalty, export_labels)
+ERASERS: tuple[Eraser, ...] = (
+    erase_labels,
+    erase_outbound,
+    _erase_mail,
+    erase_loyalty,
+    _erase_webhooks,
+)
+SECTIONS: tuple[Section, ...] = (
+    export_outbound,
+    _mail_section,
+    export_loyalty,
+    export_labels,
+    _webhooks_section,
+)
 
 
 def erase(
