@@ -47,7 +47,7 @@ from connectors.webhooks.models import (
     WebhookEndpoint,
 )
 from connectors.webhooks.schedule import DEFAULT_SCHEDULE, next_delay
-from connectors.webhooks.send import Attempt, post
+from connectors.webhooks.send import Attempt, new_session, post
 from connectors.webhooks.signing import headers
 from pipeline.db import Database, in_list
 from pipeline.envelope import utcnow
@@ -442,8 +442,7 @@ def deliver_endpoint(
     def session_of_thread() -> requests.Session:
         client = getattr(local, "client", None)
         if client is None:
-            client = requests.Session()
-            client.trust_env = False  # no proxies or .netrc credentials for receivers
+            client = new_session()
             local.client = client
             with guard:
                 opened.append(client)

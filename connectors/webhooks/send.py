@@ -24,9 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal, cast
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from connectors.webhooks.targets import ResolveError, resolve_allowed, split_url
 from pipeline.errors import ValidationError
@@ -68,6 +70,60 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address in the URL, but speaks TLS to the name in ``Host``.
+
+    Why: :func:`post` checks the addresses a name resolves to, then sends to the checked
+    address itself (the URL's host replaced by it, the name kept in ``Host``). Letting
+    ``requests`` resolve the name again would open a window for DNS rebinding: a second
+    answer pointing inside the network after the first one passed the check. TLS still
+    verifies the certificate against the name (SNI and hostname check), not the address.
+    """
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> Any:
+        host_params, typed = super().build_connection_pool_key_attributes(request, verify, cert)
+        pool_kwargs = cast(dict[str, Any], typed)
+        name = request.headers.get(PINNED_HEADER)
+        if name and host_params.get("scheme") == "https":
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+    def add_headers(self, request: Any, **kwargs: Any) -> None:
+        """The internal marker never leaves the hub."""
+        request.headers.pop(PINNED_HEADER, None)
+
+
+#: carries the name a pinned request's TLS must verify, from :func:`post` to the adapter
+PINNED_HEADER = "X-Ecrm-Pinned-Host"
+
+
+def new_session() -> requests.Session:
+    """A session for webhook sends: pinned addresses, no proxies or ``.netrc`` from the
+    environment (they could hand our credentials or our traffic to someone else)."""
+    session = requests.Session()
+    session.trust_env = False
+    _pin(session)
+    return session
+
+
+def _pin(session: requests.Session) -> None:
+    adapter = session.get_adapter("https://x")
+    if not isinstance(adapter, PinnedAdapter):
+        session.mount("https://", PinnedAdapter())
+        session.mount("http://", PinnedAdapter())
+
+
+def pinned_url(target: str, address: str) -> str:
+    """``target`` with its host replaced by the checked ``address`` (port and path kept)."""
+    parts = urlsplit(target)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, ""))
+
+
 def _outcome(status: int) -> Outcome:
     if 200 <= status < 300:
         return "delivered"
@@ -106,8 +162,9 @@ def post(
     """POST ``body`` to ``url`` once with ``headers`` (the signature headers, usually).
 
     ``timeout`` bounds connecting and each wait for data (requests' semantics), and reading
-    the capped body. Without a ``session`` a fresh one is used that ignores the
-    environment's proxies and ``.netrc`` (which could hand our credentials to a receiver).
+    the capped body. The request goes to the first address the name resolved to when it
+    was checked (:class:`PinnedAdapter`; a given ``session`` gets the adapter mounted).
+    Without a ``session`` a fresh :func:`new_session` is used.
     """
     started = time.monotonic()
 
@@ -124,17 +181,21 @@ def post(
 
     try:
         target, host, port = split_url(url, allow_private=allow_private)
-        resolve_allowed(host, port, allow_private)
+        addresses = resolve_allowed(host, port, allow_private)
     except ValidationError as exc:
         return done("failed", error=f"refused target: {exc.message}"[:_ERROR_CHARS])
     except ResolveError as exc:
         return done("retry", error=str(exc)[:_ERROR_CHARS])
 
     sent = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers}
+    if addresses[0] != host:  # a name: connect to the address just checked (see PinnedAdapter)
+        sent["Host"] = urlsplit(target).netloc
+        sent[PINNED_HEADER] = host
+        target = pinned_url(target, addresses[0])
     owned = session is None
-    client = requests.Session() if session is None else session
-    if owned:
-        client.trust_env = False
+    client = new_session() if session is None else session
+    if not owned:
+        _pin(client)
     try:
         with client.post(
             target,

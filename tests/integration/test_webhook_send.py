@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from connectors.webhooks import Attempt, headers, new_message_id, new_secret, post
+from connectors.webhooks.send import PINNED_HEADER
 
 BODY = b'{"type":"profile.updated","data":{"id":"p_1"}}'
 
@@ -170,3 +171,42 @@ def test_a_given_session_is_used(base_url: str) -> None:
         attempt = send(f"{base_url}/ok", session=session)
     assert attempt.outcome == "delivered"
     assert Receiver.received[-1][1].get("X-Test") == "yes"
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_used(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No DNS rebinding window: requests connects to the address our check saw."""
+    import socket
+
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def spy(host: str, *args: object, **kwargs: object) -> object:
+        lookups.append(host)
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", spy)
+    port = base_url.rsplit(":", 1)[1]
+    attempt = send(f"http://localhost:{port}/ok")
+    assert attempt.outcome == "delivered", attempt.error
+    assert lookups.count("localhost") == 1  # ours; requests got the address itself
+    sent = Receiver.received[-1][1]
+    assert sent["Host"] == f"localhost:{port}"
+    assert not any(name.lower() == PINNED_HEADER.lower() for name in sent)
+
+
+def test_pinned_https_verifies_the_name_not_the_address() -> None:
+    import requests
+
+    from connectors.webhooks.send import PinnedAdapter, pinned_url
+
+    url = pinned_url("https://hooks.example.com:8443/in?x=1", "93.184.216.34")
+    assert url == "https://93.184.216.34:8443/in?x=1"
+    assert pinned_url("https://h.example/in", "2001:db8::1") == "https://[2001:db8::1]/in"
+    prepared = requests.Request(
+        "POST", url, headers={PINNED_HEADER: "hooks.example.com"}, data=b"{}"
+    ).prepare()
+    host, pool = PinnedAdapter().build_connection_pool_key_attributes(prepared, True)
+    assert host["host"] == "93.184.216.34"
+    assert pool["server_hostname"] == pool["assert_hostname"] == "hooks.example.com"
