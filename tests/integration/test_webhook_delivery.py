@@ -425,3 +425,23 @@ def test_a_hanging_receiver_does_not_hold_up_another_endpoint(any_db: Database) 
     # the slow endpoint's lanes stopped at their first timeout: 4 tried, the rest untouched
     assert sorted(d.attempts for d in slow_rows).count(1) == options.concurrency
     assert {d.state for d in slow_rows} == {"pending", "retrying"}
+
+
+def test_deleting_an_endpoint_removes_its_delivery_log(any_db: Database) -> None:
+    from connectors.webhooks.endpoints import delete_endpoint, get_endpoint
+
+    script = Script(failures={"p-del": [500]})
+    with serve(script) as url:
+        endpoint_id, secret = endpoint(any_db, url)
+        script.secret = secret
+        change(any_db, "rule.fired", "p-del")
+        fan_out_now(any_db)
+        deliver_endpoint(any_db, endpoint_id, Options(**{**FAST.__dict__, "schedule": (0, 60)}))
+    with any_db.read() as session:
+        view = get_endpoint(session, "default", endpoint_id, now=datetime.now(UTC))
+        assert view is not None and view["failing_since"] is not None
+    with any_db.write() as session:
+        delete_endpoint(session, "default", endpoint_id)
+    assert deliveries(any_db, endpoint_id) == []
+    with any_db.read() as session:
+        assert session.scalars(select(WebhookAttempt)).all() == []
