@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from connectors.webhooks.models import (
     OPEN_STATES,
     PENDING,
+    RETRYING,
     STATES,
     WebhookAttempt,
     WebhookDelivery,
@@ -148,7 +149,7 @@ def retry_delivery(
         update(d)
         .where(d.id == row.id)
         .values(
-            state=PENDING if row.state != "retrying" else row.state,
+            state=RETRYING if row.state == RETRYING else PENDING,
             next_attempt_at=now,
             updated_at=now,
         )

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
-from sqlalchemy import exists, func, insert, or_, select, text, update
+from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from uuid6 import uuid7
 
@@ -45,6 +45,7 @@ from connectors.webhooks.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    open_condition,
 )
 from connectors.webhooks.schedule import DEFAULT_SCHEDULE, next_delay
 from connectors.webhooks.send import Attempt, new_session, post
@@ -150,7 +151,7 @@ def claim(session: Session, endpoint_id: str, now: datetime, limit: int) -> list
         .where(
             older.endpoint_id == d.endpoint_id,
             older.profile_id == d.profile_id,
-            text("older.state IN ('pending', 'retrying')"),  # literally the index's condition
+            open_condition("older"),  # literally the index's condition
         )
         .scalar_subquery()
     )

@@ -184,9 +184,9 @@ def fan_out(
     rows: list[dict[str, Any]] = []
     for change, type_, endpoint in wanted:
         key = (endpoint.id, change.profile_id)
-        body = encode(payload(change, type_, state.get(change.profile_id)))
+        document = payload(change, type_, state.get(change.profile_id))
         last = newest.get(key)
-        if type_ == UPDATED and last is not None and _fold(session, last, change, body, now):
+        if type_ == UPDATED and last is not None and _fold(session, last, change, document, now):
             stats.coalesced += 1
             continue
         row = {
@@ -198,7 +198,7 @@ def fan_out(
             "change_id": change.id,
             "coalesced": 1,
             "replay": replay,
-            "body": body,
+            "body": encode(document),
             "state": PENDING,
             "attempts": 0,
             "next_attempt_at": max(
@@ -272,19 +272,20 @@ def _blocked_until(
     return {(endpoint_id, profile_id): until for endpoint_id, profile_id, until in rows}
 
 
-def _fold(session: Session, last: _Pending, change: Change, body: str, now: datetime) -> bool:
+def _fold(
+    session: Session, last: _Pending, change: Change, document: dict[str, Any], now: datetime
+) -> bool:
     """Refresh the waiting delivery ``last`` with ``change``; False if it cannot take it.
 
-    A stored delivery is updated only if it is still unattempted (the condition is in the
-    UPDATE, so a dispatcher claiming it at the same moment wins and a new row is added).
+    The waiting delivery keeps its type (a created-then-updated profile stays created). A
+    stored one is updated only if it is still unattempted (the condition is in the UPDATE,
+    so a dispatcher claiming it at the same moment wins and a new row is added).
     """
     if last.row is not None:
         if last.row["type"] not in STATEFUL:
             return False
-        document = json.loads(body)
-        document["type"] = last.row["type"]  # a created-then-updated profile stays created
         last.row.update(
-            body=encode(document),
+            body=encode({**document, "type": last.row["type"]}),
             change_id=change.id,
             coalesced=last.row["coalesced"] + 1,
             updated_at=now,
@@ -292,14 +293,12 @@ def _fold(session: Session, last: _Pending, change: Change, body: str, now: date
         return True
     if last.stored_id is None:
         return False
-    document = json.loads(body)
-    document["type"] = last.stored_type
     d = WebhookDelivery
     folded = session.execute(
         update(d)
         .where(d.id == last.stored_id, d.state == PENDING, d.attempts == 0)
         .values(
-            body=encode(document),
+            body=encode({**document, "type": last.stored_type}),
             change_id=change.id,
             coalesced=d.coalesced + 1,
             updated_at=now,

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
 from pipeline.db import Base, BigId, JsonDoc, UTCDateTime
 
@@ -73,10 +74,21 @@ DELIVERED = "delivered"
 FAILED = "failed"
 OPEN_STATES = (PENDING, RETRYING)
 STATES = (PENDING, RETRYING, DELIVERED, FAILED)
-_OPEN = text("state IN ('pending', 'retrying')")
-#: the same condition for queries on ``webhook_deliveries``: SQLite uses a partial index
-#: only when the query repeats its condition literally (a bound ``IN (?, ?)`` does not)
-OPEN_PREDICATE = text("webhook_deliveries.state IN ('pending', 'retrying')")
+
+
+def open_condition(table: str | None = None) -> TextClause:
+    """``state IN ('pending', 'retrying')`` as literal SQL (of ``table``, or unqualified).
+
+    Why literal: SQLite uses a partial index only when the query repeats the index's
+    condition itself (a bound ``IN (?, ?)`` does not), so indexes and queries share this.
+    """
+    states = ", ".join(f"'{state}'" for state in OPEN_STATES)  # constants, not input
+    return text(f"{table + '.' if table else ''}state IN ({states})")
+
+
+_OPEN = open_condition()
+#: the condition for queries on ``webhook_deliveries`` itself
+OPEN_PREDICATE = open_condition("webhook_deliveries")
 
 
 class WebhookDelivery(Base):
@@ -175,4 +187,5 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookSecret",
+    "open_condition",
 ]

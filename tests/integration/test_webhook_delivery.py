@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -226,7 +226,7 @@ def test_an_attempted_delivery_is_not_refreshed_a_new_one_follows(any_db: Databa
         script.secret = secret
         change(any_db, "profile.updated", "p-4", traits=["a"])
         fan_out_now(any_db)
-        deliver_endpoint(any_db, endpoint_id, Options(**{**FAST.__dict__, "schedule": (0, 60)}))
+        deliver_endpoint(any_db, endpoint_id, replace(FAST, schedule=(0, 60)))
         change(any_db, "profile.updated", "p-4", traits=["b"])
         fan_out_now(any_db)
         rows = deliveries(any_db, endpoint_id)
@@ -296,7 +296,7 @@ def test_410_gone_disables_the_endpoint(any_db: Database) -> None:
         change(any_db, "rule.fired", "p-6")
         change(any_db, "rule.fired", "p-7")
         fan_out_now(any_db)
-        deliver_endpoint(any_db, endpoint_id, Options(**{**FAST.__dict__, "concurrency": 1}))
+        deliver_endpoint(any_db, endpoint_id, replace(FAST, concurrency=1))
     with any_db.read() as session:
         row = session.get(WebhookEndpoint, endpoint_id)
         assert row is not None and not row.enabled
@@ -320,7 +320,7 @@ def _fail_again(db: Database, endpoint_id: str, failing_for: timedelta) -> None:
 
 def test_failing_longer_than_the_schedule_disables_the_endpoint(any_db: Database) -> None:
     script = Script(failures={"p-8": [500] * 2, "p-9": [500] * 2})
-    options = Options(**{**FAST.__dict__, "schedule": (0, 3600)})
+    options = replace(FAST, schedule=(0, 3600))
     with serve(script) as url:
         endpoint_id, secret = endpoint(any_db, url)
         script.secret = secret
@@ -403,7 +403,7 @@ def test_one_round_per_endpoint_at_a_time(any_db: Database) -> None:
 
 def test_a_hanging_receiver_does_not_hold_up_another_endpoint(any_db: Database) -> None:
     hanging, healthy = Script(hang_seconds=3.0), Script()
-    options = Options(**{**FAST.__dict__, "timeout": 1.0, "schedule": (0, 60)})
+    options = replace(FAST, timeout=1.0, schedule=(0, 60))
     with serve(hanging) as slow_url, serve(healthy) as fast_url:
         slow_id, slow_secret = endpoint(any_db, slow_url)
         fast_id, fast_secret = endpoint(any_db, fast_url)
@@ -436,7 +436,7 @@ def test_deleting_an_endpoint_removes_its_delivery_log(any_db: Database) -> None
         script.secret = secret
         change(any_db, "rule.fired", "p-del")
         fan_out_now(any_db)
-        deliver_endpoint(any_db, endpoint_id, Options(**{**FAST.__dict__, "schedule": (0, 60)}))
+        deliver_endpoint(any_db, endpoint_id, replace(FAST, schedule=(0, 60)))
     with any_db.read() as session:
         view = get_endpoint(session, "default", endpoint_id, now=datetime.now(UTC))
         assert view is not None and view["failing_since"] is not None
