@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2  # two processes: the suite waits on hubs as much as it computes
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --durations=30  # two processes: the suite waits on hubs as much as it computes
 
 bench: $(STAMP)
 	$(BIN)/ecrm bench ingest

@@ -16,19 +16,27 @@ What we change in kombu's transport, and why:
 * a message is *deleted* when taken (stock kombu only hides it, and the table grows
   forever); like stock kombu, a message in flight when a worker is ``kill -9``-ed is not
   redelivered by the broker: the hub's sweep re-enqueues its batch from the event log;
-* the idle polling interval drops from 1 s to 0.1 s, for latency.
+* the idle polling interval drops from 1 s to 0.1 s, for latency;
+* a queue row is created with ``INSERT OR IGNORE``: stock kombu guards creation with a
+  thread lock only, so two processes declaring the same queue at start-up (``ecrm run``
+  starts four) raced into a UNIQUE failure that left the channel's session unusable
+  for good (beat then failed every schedule). :func:`prepare` also creates the tables
+  and queues once, before the children start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from json import loads
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
+from kombu.connection import Connection
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.dialects.sqlite import insert
 
 EMBEDDED_PREFIX = "sqla+sqlite://"
 TRANSPORT_PATH = "pipeline.broker:SQLiteTransport"
@@ -50,6 +58,17 @@ class SQLiteChannel(kombu_sqla.Channel):  # type: ignore[misc]
             cursor.close()
 
         return engine
+
+    def _get_or_create(self, queue: str) -> Any:
+        """The queue's row, created if missing, safely across processes."""
+        find = select(self.queue_cls).where(self.queue_cls.name == queue)
+        obj = self.session.scalars(find).first()
+        if obj is None:
+            table = self.queue_cls.__table__
+            self.session.execute(insert(table).values(name=queue).on_conflict_do_nothing())
+            self.session.commit()
+            obj = self.session.scalars(find).one()
+        return obj
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         obj = self._get_or_create(queue)
@@ -76,6 +95,17 @@ class SQLiteTransport(kombu_sqla.Transport):  # type: ignore[misc]
 
     Channel = SQLiteChannel
     polling_interval = 0.1
+
+
+def prepare(broker_url: str, queues: Iterable[str]) -> None:
+    """Create the embedded broker's tables and ``queues`` before processes share it."""
+    url, transport = embedded_connection_args(broker_url)
+    if transport is None:
+        return
+    with Connection(url, transport=transport) as connection:
+        channel = connection.default_channel
+        for queue in queues:
+            channel.queue_declare(queue)
 
 
 def embedded_connection_args(broker_url: str) -> tuple[str, str | None]:

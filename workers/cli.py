@@ -145,6 +145,10 @@ def run() -> None:
         f"(data in {settings.home}; write key and admin token in {settings.home / 'credentials'})"
     )
     runtime.db.dispose()
+    from pipeline.broker import prepare
+    from workers.celery_app import QUEUES, WEBHOOK_QUEUE
+
+    prepare(settings.broker_url, (*QUEUES, WEBHOOK_QUEUE))
     children = [spawn("serve"), spawn("worker"), spawn("worker", "--webhooks"), spawn("scheduler")]
     sys.exit(supervise(children))
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kombu import Connection
 
-from pipeline.broker import TRANSPORT_PATH, embedded_connection_args
+from pipeline.broker import TRANSPORT_PATH, embedded_connection_args, prepare
 
 CONSUMER = """
 import sys
@@ -47,3 +48,38 @@ def test_messages_cross_processes_in_order_and_are_deleted(tmp_path: Path) -> No
     with sqlite3.connect(tmp_path / "broker.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
+
+
+DECLARER = """
+import sys, time
+from kombu import Connection
+from pipeline.broker import embedded_connection_args
+url, transport = embedded_connection_args(sys.argv[1])
+with Connection(url, transport=transport) as conn:
+    channel = conn.default_channel
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    for number in range(40):
+        channel.queue_declare(f"queue-{number}")
+    conn.SimpleQueue("queue-0").put({"from": sys.argv[3]})
+"""
+
+
+def test_processes_declaring_the_same_queues_at_once_all_succeed(tmp_path: Path) -> None:
+    """``ecrm run`` starts four processes that declare the same queues at the same moment."""
+    broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    prepare(broker_url, ["ingest"])  # tables exist, as ``ecrm run`` leaves them
+    start = time.time() + 1.5
+    declarers = [
+        subprocess.Popen(
+            [sys.executable, "-c", DECLARER, broker_url, str(start), str(number)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for number in range(6)
+    ]
+    errors = [process.communicate(timeout=60)[1] for process in declarers]
+    assert [process.returncode for process in declarers] == [0] * 6, "\n".join(errors)
+    with sqlite3.connect(tmp_path / "broker.sqlite") as db:
+        names = [row[0] for row in db.execute("SELECT name FROM kombu_queue")]
+        assert sorted(names) == sorted(["ingest", *(f"queue-{n}" for n in range(40))])
+        assert db.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 6
