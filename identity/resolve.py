@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from identity import merge_writes, pg_writes, row_writes
+from identity.announce import batch_changes, changed_traits
+from identity.changes import NewChange, record_changes
 from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.email_rules import NO_RULES, EmailRules
 from identity.graph import BatchGraph, Held, key_text
@@ -171,6 +173,8 @@ class Plan:
     #: probable matches for a person to decide, and blocking keys of changed traits
     reviews: list[dict[str, Any]] = field(default_factory=list)
     match_keys: list[dict[str, Any]] = field(default_factory=list)
+    #: what the profile change feed hears of (:mod:`identity.announce`)
+    changes: list[NewChange] = field(default_factory=list)
 
 
 def plan_events(
@@ -262,6 +266,7 @@ def plan_events(
         deltas.setdefault(into, _Delta()).channels.update(loser_channels)
     for profile_id in locked:
         versions.pop(profile_id, None)  # locked since before they were counted
+    traits_changed: dict[str, list[str]] = {}
     plan.profile_updates, plan.merged_away = _profile_updates(
         session,
         workspace_id,
@@ -272,6 +277,7 @@ def plan_events(
         lock=lock,
         now=plan.now,
         rank=config.source_rank,
+        traits_changed=traits_changed,
     )
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
@@ -326,6 +332,9 @@ def plan_events(
         for c in graph.conflicts
     ]
     plan.flag_shared = _newly_shared(session, plan, known, graph.config)
+    plan.changes = batch_changes(
+        plan.new_profiles, plan.merge_audit, plan.new_identifiers, traits_changed, find
+    )
     return plan
 
 
@@ -586,6 +595,7 @@ def write_plan(session: Session, plan: Plan) -> None:
         merge_writes.flag_shared(session, plan.workspace_id, plan.flag_shared)
     if plan.match_keys or plan.reviews:
         merge_writes.record_matching(session, plan.match_keys, plan.reviews)
+    record_changes(session, plan.workspace_id, plan.changes, now=plan.now)
 
 
 def _profile_updates(
@@ -599,11 +609,13 @@ def _profile_updates(
     lock: bool,
     now: datetime,
     rank: Callable[[str], int],
+    traits_changed: dict[str, list[str]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Guarded updates of the existing profiles a batch touches, and of those it merges away.
 
     A survivor takes its merged profiles' events, first/last seen and traits (by the
-    policy of :mod:`identity.traits`, as for events).
+    policy of :mod:`identity.traits`, as for events). ``traits_changed`` receives the
+    names of the traits whose value changed, per profile.
     """
     ids = ids | set(losers)
     if not ids:
@@ -679,5 +691,7 @@ def _profile_updates(
             row["traits"], row["times"], row["sources"] = merge_traits(
                 traits, times, trait_updates, sources, rank
             )
+            if names := changed_traits(traits, row["traits"]):
+                traits_changed[profile_id] = names
         updates.append(row)
     return updates, merged_away

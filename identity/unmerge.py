@@ -40,7 +40,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from identity.changes import record_change
+from identity.announce import UPDATED
+from identity.changes import record_change, record_changes
 from identity.config import IdentityConfig
 from identity.graph import Key, key_text
 from identity.models import (
@@ -151,6 +152,9 @@ def unmerge(
     }
     session.execute(update(SPLITS).where(SPLITS.c.id == split_id).values(result=result))
     record_change(session, workspace_id, UNMERGED, cluster.profile_id, result)
+    # each part's current state, for subscribers that keep profiles by id
+    parts_changed = [(UPDATED, part["id"], {"changed": ["unmerged"]}) for part in parts]
+    record_changes(session, workspace_id, parts_changed)
     return result
 
 
@@ -290,6 +294,7 @@ def _replay(
             id_source=next_id,
             shared_keys=shared,
         )
+        plan.changes = []  # announced once the parts stand: profile.unmerged, then updates
         write_plan(session, plan)
 
 

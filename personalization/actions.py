@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from uuid6 import uuid7
 
+from identity.changes import record_change
 from pipeline.db import Base, JsonDoc, UTCDateTime, dialect_insert
 from pipeline.envelope import utcnow
 from pipeline.errors import HubError, ValidationError
@@ -62,6 +63,9 @@ SENT: Final = "sent"
 FAILED: Final = "failed"
 SUPPRESSED: Final = "suppressed"
 STATUSES = (QUEUED, SENDING, SENT, FAILED, SUPPRESSED)
+#: change-feed types of a profile's message reaching its end
+MESSAGE_SENT: Final = "message.sent"
+MESSAGE_FAILED: Final = "message.failed"
 
 #: sending attempts before a transiently failing action is given up as ``failed``
 MAX_ATTEMPTS = 8
@@ -370,12 +374,14 @@ def mark_sent(
     session: Session, action: Action, provider_id: str | None, *, now: datetime | None = None
 ) -> None:
     _finish(action, SENT, now or utcnow(), provider_id=provider_id)
+    _announce(session, action, MESSAGE_SENT)
 
 
 def mark_failed(
     session: Session, action: Action, error: str, *, now: datetime | None = None
 ) -> None:
     _finish(action, FAILED, now or utcnow(), error=error)
+    _announce(session, action, MESSAGE_FAILED)
 
 
 def mark_suppressed(
@@ -392,6 +398,7 @@ def record_transient(
     now = now or utcnow()
     if action.attempts >= MAX_ATTEMPTS:
         _finish(action, FAILED, now, error=f"gave up after {action.attempts} attempts: {error}")
+        _announce(session, action, MESSAGE_FAILED)
         return FAILED
     action.status = QUEUED
     action.due_at = now + timedelta(seconds=backoff_seconds(action.attempts))
@@ -432,6 +439,27 @@ def _finish(
     if status == SENT:
         action.provider_id = provider_id
         action.sent_at = now
+
+
+def _announce(session: Session, action: Action, type_: str) -> None:
+    """``message.sent``/``message.failed`` on the change feed, for a profile's message.
+
+    Written with the status, in its transaction. The text and the recipient stay out:
+    the profile's state is what subscribers keep, the message is the hub's business.
+    """
+    if action.profile_id is None:  # sent to an address no profile holds (yet)
+        return
+    data = {
+        "action_id": action.id,
+        "kind": action.kind,
+        "channel": CHANNEL_OF[action.kind],
+        "origin": action.origin,
+        "attempts": action.attempts,
+        "provider_id": action.provider_id,
+        "error": action.last_error if type_ == MESSAGE_FAILED else None,
+        "at": action.updated_at.isoformat(),
+    }
+    record_change(session, action.workspace_id, type_, action.profile_id, data)
 
 
 def action_view(action: Action) -> dict[str, Any]:

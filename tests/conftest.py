@@ -25,8 +25,11 @@ import psycopg
 import pytest
 import redis
 
-from pipeline import Database, load_settings
+from identity.config import IdentityConfig
+from pipeline import Database, ingest, load_settings
+from pipeline.outbox import relay
 from pipeline.schema import upgrade
+from workers.processing import process_batches
 
 PG_ADMIN_URL = os.environ.get("ECRM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT_URL = os.environ.get("ECRM_TEST_RABBIT", "amqp://guest:guest@127.0.0.1:5672")
@@ -92,6 +95,28 @@ def redis_url() -> Iterator[str]:
     yield f"{REDIS_URL}/{number}"
     probe.flushdb()
     client.close()
+
+
+def ingest_and_process(
+    db: Database,
+    *batches: list[dict[str, Any]],
+    config: IdentityConfig | None = None,
+    batch_size: int = 500,
+    workspace_id: str = "default",
+) -> list[list[int]]:
+    """Ingest each list in one transaction (all accepted) and process it, as the hub's
+    worker does, before the next; the queue messages (lists of event ids) processed."""
+    messages: list[list[int]] = []
+    for items in batches:
+        with db.write() as session:
+            results = ingest(session, items, workspace_id=workspace_id, default_region="US")
+        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
+        published: list[list[int]] = []
+        relay(db, published.append, batch_size=batch_size, lease_seconds=60)
+        for message in published:
+            process_batches(db, message, config)
+        messages.extend(published)
+    return messages
 
 
 def migrated(url: str) -> Database:

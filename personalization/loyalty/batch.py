@@ -11,7 +11,8 @@ Within a batch the same facts hold for every award, so :class:`LoyaltyBatch`:
    balances and tier measures for all of them in one query each;
 3. keeps each profile's standing in memory as earns are planned: balance, measure, the
    tier it reaches (a crossing is fed as ``loyalty.tier_changed``, as the ledger does);
-4. :meth:`flush` appends every entry with one ``executemany``.
+4. :meth:`flush` appends every entry in one statement and announces each on the change
+   feed (``loyalty.points_changed``, with the balance it leaves).
 
 What the ledger guarantees still holds: entries are append-only with their idempotency
 keys, a new lot's expiry is later than any existing one (so ``next_expiry_at`` is the
@@ -31,10 +32,12 @@ import structlog
 from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from identity.changes import record_changes
 from personalization.loyalty import accounts
 from personalization.loyalty.config import LoyaltyConfig
 from personalization.loyalty.ledger import MAX_POINTS, expire_account
 from personalization.loyalty.models import ACCOUNTS, ENTRIES, LoyaltyEntry
+from personalization.loyalty.points_feed import points_changed
 from personalization.loyalty.policy import ADJUST, EARN, expiry_for, window_start
 from personalization.loyalty.tiers import TierChange, feed_tier_change, measures, tier_change
 from personalization.loyalty.views import balances_and_tiers
@@ -81,9 +84,12 @@ class LoyaltyBatch:
     ) -> None:
         self.session, self.workspace_id, self.now, self.config = session, workspace_id, now, config
         self.standing: dict[str, Standing] = {}
-        self._rows: list[dict[str, Any]] = []
+        #: planned entries, each with the balance it leaves
+        self._rows: list[tuple[dict[str, Any], int]] = []
         self.locking = True
         self._tier_changes: list[tuple[str, TierChange]] = []
+        #: tier crossings to announce after the points that made them (profile, change, source)
+        self._tier_feed: list[tuple[str, TierChange, str]] = []
         self._read_only: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -222,23 +228,22 @@ class LoyaltyBatch:
             return {"status": "failed", "error": f"points must be 1 to {MAX_POINTS}"}
         standing = self.standing[profile_id]
         expires_at = expiry_for(self.now, self.config)
-        self._rows.append(
-            {
-                "workspace_id": self.workspace_id,
-                "profile_id": profile_id,
-                "kind": EARN,
-                "points": points,
-                "reason": reason.strip()[:500] or "rule",
-                "source": source[:120],
-                "event_id": event_id,
-                "idempotency_key": key[:255],
-                "reward_id": None,
-                "lot_id": None,
-                "expires_at": expires_at,
-                "created_at": self.now,
-            }
-        )
+        row = {
+            "workspace_id": self.workspace_id,
+            "profile_id": profile_id,
+            "kind": EARN,
+            "points": points,
+            "reason": reason.strip()[:500] or "rule",
+            "source": source[:120],
+            "event_id": event_id,
+            "idempotency_key": key[:255],
+            "reward_id": None,
+            "lot_id": None,
+            "expires_at": expires_at,
+            "created_at": self.now,
+        }
         standing.balance += points
+        self._rows.append((row, standing.balance))
         if expires_at is not None and (
             standing.next_expiry_at is None or expires_at < standing.next_expiry_at
         ):  # only when no lot was open: a new lot expires after every older one
@@ -250,15 +255,7 @@ class LoyaltyBatch:
         change = tier_change(standing.tier, standing.floor, standing.measure, self.config)
         if change is not None:
             standing.tier, standing.tier_since, standing.changed = change.current, self.now, True
-            feed_tier_change(
-                self.session,
-                self.workspace_id,
-                profile_id,
-                change,
-                now=self.now,
-                config=self.config,
-                source=source,
-            )
+            self._tier_feed.append((profile_id, change, source))
             outcome["tier"] = change.current
             self._tier_changes.append((profile_id, change))
         return outcome
@@ -269,12 +266,31 @@ class LoyaltyBatch:
         return changes
 
     def flush(self) -> int:
-        """Append the planned entries (keys already written are left out); how many."""
-        rows, self._rows = self._rows, []
+        """Append the planned entries (keys already written are left out); how many.
+
+        Each entry is announced as ``loyalty.points_changed`` with the balance it leaves,
+        then the tier crossings they made as ``loyalty.tier_changed``.
+        """
+        planned, self._rows = self._rows, []
         self._write_accounts()
-        if not rows:
+        written = self._write_entries(planned)
+        tiers, self._tier_feed = self._tier_feed, []
+        for profile_id, change, source in tiers:
+            feed_tier_change(
+                self.session,
+                self.workspace_id,
+                profile_id,
+                change,
+                now=self.now,
+                config=self.config,
+                source=source,
+            )
+        return written
+
+    def _write_entries(self, planned: list[tuple[dict[str, Any], int]]) -> int:
+        if not planned:
             return 0
-        keys = [row["idempotency_key"] for row in rows]
+        keys = [row["idempotency_key"] for row, _ in planned]
         seen: set[str] = set()
         for start in range(0, len(keys), _CHUNK):
             seen.update(
@@ -291,10 +307,27 @@ class LoyaltyBatch:
             )
         if seen:  # only if firings were lost while their entries stayed: keep the ledger's
             log.warning("loyalty_keys_already_written", keys=len(seen))
-            rows = [row for row in rows if row["idempotency_key"] not in seen]
-        if rows:
-            self.session.execute(ENTRIES.insert(), rows)
-        return len(rows)
+            planned = [(row, left) for row, left in planned if row["idempotency_key"] not in seen]
+        if not planned:
+            return 0
+        insert = ENTRIES.insert().returning(ENTRIES.c.id, sort_by_parameter_order=True)
+        ids = self.session.scalars(insert, [row for row, _ in planned]).all()
+        announced = [
+            points_changed(
+                row["profile_id"],
+                kind=row["kind"],
+                points=row["points"],
+                balance=left,
+                at=self.now,
+                entry_id=int(entry_id),
+                reason=row["reason"],
+                source=row["source"],
+                event_id=row["event_id"],
+            )
+            for (row, left), entry_id in zip(planned, ids, strict=True)
+        ]
+        record_changes(self.session, self.workspace_id, announced, now=self.now)
+        return len(planned)
 
     def _write_accounts(self) -> None:
         a = ACCOUNTS.c

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
+from identity.changes import record_changes
 from personalization.loyalty import accounts
 from personalization.loyalty.config import LoyaltyConfig
 from personalization.loyalty.errors import (
@@ -31,6 +32,7 @@ from personalization.loyalty.errors import (
     UnknownReward,
 )
 from personalization.loyalty.models import ENTRIES, LoyaltyAccount, LoyaltyEntry
+from personalization.loyalty.points_feed import points_changed
 from personalization.loyalty.policy import (
     ADJUST,
     EARN,
@@ -301,6 +303,9 @@ def expire_account(
     members = accounts.family(session, workspace_id, survivor)
     lots = replay(accounts.lines(session, workspace_id, members))
     written, expired = _expire(session, workspace_id, survivor, lots, now)
+    if expired:
+        balance = accounts.ledger_sum(session, workspace_id, members)
+        _announce_expiry(session, workspace_id, survivor, expired, balance, now)
     account.next_expiry_at, account.updated_at = next_expiry(lots), now
     refresh_tier(session, account, members, now=now, config=config, source=EXPIRY_SOURCE)
     return written, expired
@@ -342,6 +347,8 @@ def _post(
     _, expired = _expire(session, workspace_id, survivor, lots, now)
     # the ledger's sum, from the lines just read (and the expiries just written)
     balance = sum(line.points for line in lines) - expired
+    if expired:
+        _announce_expiry(session, workspace_id, survivor, expired, balance, now)
     if points < 0 and balance + points < 0:
         field = "reward" if reward_id else "points"
         raise InsufficientPoints(balance, -points, field)
@@ -374,6 +381,19 @@ def _post(
     else:
         consume(lots, -points)
     account.next_expiry_at, account.updated_at = next_expiry(lots), now
+    announced = points_changed(
+        survivor,
+        kind=kind,
+        points=points,
+        balance=balance + points,
+        at=now,
+        entry_id=int(new_id),
+        reason=reason,
+        source=source,
+        event_id=event_id,
+        reward_id=reward_id,
+    )
+    record_changes(session, workspace_id, [announced], now=now)
     change = refresh_tier(session, account, members, now=now, config=config, source=source)
     view = {
         "id": int(new_id),
@@ -413,6 +433,16 @@ def _expire(
             written, points = written + 1, points + lot.remaining
         lot.remaining = 0
     return written, points
+
+
+def _announce_expiry(
+    session: Session, workspace_id: str, survivor: str, points: int, balance: int, now: datetime
+) -> None:
+    """One ``loyalty.points_changed`` for the lots an expiry run took from an account."""
+    announced = points_changed(
+        survivor, kind=EXPIRE, points=-points, balance=balance, at=now, source=EXPIRY_SOURCE
+    )
+    record_changes(session, workspace_id, [announced], now=now)
 
 
 def _by_key(session: Session, workspace_id: str, key: str) -> LoyaltyEntry | None:

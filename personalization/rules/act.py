@@ -142,6 +142,7 @@ class Actions:
     loyalty: LoyaltyBatch | None
     consent: Callable[[str], dict[str, str]]
     messages: list[tuple[str, NewAction, datetime, dict[str, Any]]] = field(default_factory=list)
+    #: the change feed's entries of this batch (``rule.fired``, ``custom.*``), in order
     changes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     #: survivors' labels as read (when a candidate rule uses them), and as changed since
     read_labels: Mapping[str, Labels] = field(default_factory=dict)

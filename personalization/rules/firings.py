@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from sqlalchemy import select, update
@@ -31,6 +31,9 @@ from personalization.rules.schema import CompiledRule
 from pipeline.processing import StoredEvent
 
 log = structlog.get_logger(__name__)
+#: on the profile change feed for each firing whose actions ran (not held), after what the
+#: actions changed (points, tags): it carries their final outcomes
+RULE_FIRED: Final = "rule.fired"
 
 #: the profile trait naming its IANA time zone (quiet hours); else the guard's own zone
 TIMEZONE_TRAIT = "timezone"
@@ -125,6 +128,21 @@ class Firings:
             row = self._row(rule, event, profile_id, trace, outcomes, held=held)
             self._keep(row, prior_id)
             return
+        announced: list[dict[str, Any]] = []  # the outcomes, final once the batch flushes
+        self.actions.changes.append(
+            (
+                RULE_FIRED,
+                profile_id,
+                {
+                    "rule_id": rule.id,
+                    "rule_version": rule.version,
+                    "rule_name": rule.name,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "outcomes": announced,
+                },
+            )
+        )
         due = None
         if rule.guards.quiet_hours is not None:
             zone = context.profile.get("traits", {}).get(TIMEZONE_TRAIT)
@@ -153,6 +171,7 @@ class Firings:
             outcomes = [failure(exc)]  # fired (badly): still exactly once
         else:
             self.stats.fired += 1
+        announced.extend(outcomes)
         self.guards.note(rule, profile_id, message_channels(rule), self.now)
         self._keep(self._row(rule, event, profile_id, trace, outcomes), prior_id)
         log.debug("rule_fired", rule_id=rule.id, event_id=event.id, outcomes=len(outcomes))

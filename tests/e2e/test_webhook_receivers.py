@@ -137,6 +137,15 @@ def test_deliveries_retry_in_order_and_a_hanging_receiver_blocks_nobody(
                 if r["payload"]["profile_id"] == pid
             ]
             assert versions == sorted(versions) and len(set(versions)) == len(versions), pid
+            # identity resolution announced the profile, then each identify that changed it
+            types = [
+                r["payload"]["type"]
+                for r in accepted(good_out)
+                if r["payload"]["profile_id"] == pid
+            ]
+            assert types[0] == "profile.created" and set(types[1:]) == {"profile.updated"}, types
+            first = next(r for r in accepted(good_out) if r["payload"]["profile_id"] == pid)
+            assert first["payload"]["data"]["id"] == pid
 
         # the delivery log
         delivered = admin.get(

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import ingest_and_process
 from sqlalchemy import event, select
 
 import connectors.email.models  # noqa: F401  (every package's tables, for the scan)
@@ -92,14 +93,7 @@ def ev(
 
 def run(db: Database, *batches: list[dict[str, Any]], config: IdentityConfig | None = None) -> None:
     """Ingest each list as one transaction and process it (the worker's code) before the next."""
-    for items in batches:
-        with db.write() as session:
-            results = ingest(session, items, workspace_id=WS, default_region="US")
-        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
-        published: list[list[int]] = []
-        relay(db, published.append, batch_size=5000, lease_seconds=60)
-        for message in published:
-            process_batches(db, message, config)
+    ingest_and_process(db, *batches, config=config, batch_size=5000)
 
 
 def view_of(db: Database, item: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +337,8 @@ def test_erasure_leaves_no_pii_anywhere_and_keeps_the_aggregates(any_db: Databas
     assert counts["match_keys"] >= 1  # blocking keys of names, birth date, postcode
     assert counts["tombstones"] >= 6 and counts["traits"] == 7 and counts["merges"] == 1
     assert counts["conflicts"] >= 1 and counts["reviews"] == 1 and counts["unmerges"] == 2
-    assert counts["changes"] == 1 and counts["consents"] == 1 and counts["actions"] == 1
+    # the change feed: the unmerge, the merge's evidence (identifiers), the goodwill entry
+    assert counts["changes"] == 3 and counts["consents"] == 1 and counts["actions"] == 1
     assert counts["mail_failures"] == 1 and counts["loyalty_reasons"] == 1
     with any_db.read() as session:  # the points are an aggregate: they stay
         assert balance(session, WS, ann.survivor) == 40

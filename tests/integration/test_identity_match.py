@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conftest import ingest_and_process
 from sqlalchemy import select
 
 from identity.config import IdentityConfig
@@ -53,14 +54,7 @@ def record(traits: dict[str, str], minute: int = 0, **ids: str) -> dict[str, Any
 
 def run(db: Database, *items: dict[str, Any], config: IdentityConfig | None = None) -> None:
     """Each record in a batch of its own, processed before the next arrives."""
-    for item in items:
-        with db.write() as session:
-            [result] = ingest(session, [item], workspace_id=WS, default_region="US")
-        assert result.status == "accepted", result
-        published: list[list[int]] = []
-        relay(db, published.append, batch_size=500, lease_seconds=60)
-        for message in published:
-            process_batches(db, message, config)
+    ingest_and_process(db, *([item] for item in items), config=config)
 
 
 def profile_of(db: Database, item: dict[str, Any]) -> str:

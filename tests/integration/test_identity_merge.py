@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import ingest_and_process
 from sqlalchemy import func, select
 
 from identity.config import IdentityConfig
@@ -19,10 +20,8 @@ from identity.models import (
     ProfileMerge,
 )
 from identity.views import event_views, find_profile_id, profile_view, timeline
-from pipeline import Database, ingest
+from pipeline import Database
 from pipeline.events import get_event
-from pipeline.outbox import relay
-from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 WS = "default"
@@ -47,14 +46,7 @@ def ev(
 
 def run(db: Database, *batches: list[dict[str, Any]], config: IdentityConfig | None = None) -> None:
     """Ingest each list as one transaction and process it before the next."""
-    for items in batches:
-        with db.write() as session:
-            results = ingest(session, items, workspace_id=WS, default_region="US")
-        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
-        published: list[list[int]] = []
-        relay(db, published.append, batch_size=500, lease_seconds=60)
-        for message in published:
-            process_batches(db, message, config)
+    ingest_and_process(db, *batches, config=config)
 
 
 def profile_of(db: Database, item: dict[str, Any]) -> str | None:

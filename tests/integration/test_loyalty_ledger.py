@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import ingest_and_process
 from sqlalchemy import func, select
 
 from identity.changes import changes_after
@@ -35,10 +36,8 @@ from personalization.loyalty import (
     summary,
     tier,
 )
-from pipeline import Database, ValidationError, ingest
+from pipeline import Database, ValidationError
 from pipeline.events import get_event
-from pipeline.outbox import relay
-from workers.processing import process_batches
 
 WS = "default"
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -52,13 +51,7 @@ CONFIG = LoyaltyConfig.from_mapping(
 
 
 def process(db: Database, items: list[dict[str, Any]]) -> None:
-    with db.write() as session:
-        results = ingest(session, items, workspace_id=WS, default_region="US")
-    assert {r.status for r in results} == {"accepted"}
-    published: list[list[int]] = []
-    relay(db, published.append, batch_size=50, lease_seconds=60)
-    for message in published:
-        process_batches(db, message)
+    ingest_and_process(db, items, batch_size=50)
 
 
 def event(identifiers: dict[str, str], minute: int = 0) -> dict[str, Any]:
@@ -282,7 +275,7 @@ def test_tier_changes_are_fed_and_the_tier_is_queryable(any_db: Database) -> Non
         feed = [
             c
             for c in changes_after(session, WS, int(start or 0), limit=1000)
-            if c["profile_id"] == profile
+            if c["profile_id"] == profile and c["type"] == "loyalty.tier_changed"
         ]
         view = summary(session, WS, profile, config=CONFIG, now=later)
     assert [(c["type"], c["data"]["from"], c["data"]["to"]) for c in feed] == [

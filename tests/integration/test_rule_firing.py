@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conftest import ingest_and_process
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,10 +15,9 @@ from personalization.actions import Action
 from personalization.rules import apply_rule_set, check_rule_set
 from personalization.rules.fire import fire_rules, list_firings
 from personalization.rules.models import RuleFiring
-from pipeline import Database, ingest
+from pipeline import Database
 from pipeline.events import get_event
 from pipeline.models import Event
-from pipeline.outbox import relay
 from pipeline.processing import StoredEvent
 from workers.processing import process_batches
 
@@ -73,17 +73,7 @@ def apply(db: Database, *rules: dict[str, Any]) -> None:
 
 def run(db: Database, *batches: list[dict[str, Any]]) -> list[list[int]]:
     """Ingest and process each list as one batch; returns the messages processed."""
-    messages: list[list[int]] = []
-    for items in batches:
-        with db.write() as session:
-            results = ingest(session, items, workspace_id=WS, default_region="US")
-        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
-        published: list[list[int]] = []
-        relay(db, published.append, batch_size=500, lease_seconds=60)
-        for message in published:
-            process_batches(db, message)
-        messages.extend(published)
-    return messages
+    return ingest_and_process(db, *batches)
 
 
 def event_id(db: Database, item: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ingest_and_process
 from sqlalchemy import func, select
 
 from identity.views import event_views
@@ -29,10 +30,8 @@ from personalization.rules import (
     load_rules,
     parse_field,
 )
-from pipeline import Database, ValidationError, ingest
+from pipeline import Database, ValidationError
 from pipeline.events import get_event
-from pipeline.outbox import relay
-from workers.processing import process_batches
 
 SAMPLE = Path(__file__).parents[2] / "personalization" / "rules" / "samples" / "demo.yaml"
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -145,13 +144,7 @@ def test_the_sample_rule_set_applies(any_db: Database) -> None:
 
 
 def store_and_process(db: Database, items: list[dict[str, Any]]) -> None:
-    with db.write() as session:
-        results = ingest(session, items, workspace_id="default", default_region="US")
-    assert {r.status for r in results} == {"accepted"}
-    published: list[list[int]] = []
-    relay(db, published.append, batch_size=50, lease_seconds=60)
-    for message in published:
-        process_batches(db, message)
+    ingest_and_process(db, items, batch_size=50)
 
 
 def touch(

@@ -7,15 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import ingest_and_process
 from sqlalchemy import func, select, update
 
 from identity.models import Profile, ProfileEvent
 from identity.views import decode_cursor, encode_cursor, event_views, timeline
-from pipeline import Database, ingest
+from pipeline import Database
 from pipeline.events import get_event
-from pipeline.outbox import relay
 from pipeline.schema import downgrade, upgrade
-from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -34,13 +33,7 @@ def event(
 
 
 def store_and_process(db: Database, items: list[dict[str, Any]]) -> None:
-    with db.write() as session:
-        results = ingest(session, items, workspace_id="default", default_region="US")
-    assert {r.status for r in results} == {"accepted"}
-    published: list[list[int]] = []
-    relay(db, published.append, batch_size=7, lease_seconds=60)
-    for message in published:
-        process_batches(db, message)
+    ingest_and_process(db, items, batch_size=7)
 
 
 def profile_of(db: Database, message_id: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fresh_postgres, migrated
+from conftest import fresh_postgres, ingest_and_process, migrated
 from sqlalchemy import select
 
 from identity.changes import changes_after
@@ -24,10 +24,8 @@ from identity.models import IdentityConflict, Profile, ProfileEvent, ProfileIden
 from identity.splits import add_split
 from identity.unmerge import ProfileNotFound, unmerge
 from identity.views import profile_view
-from pipeline import Database, ValidationError, ingest, utcnow
+from pipeline import Database, ValidationError, utcnow
 from pipeline.models import Event
-from pipeline.outbox import relay
-from workers.processing import process_batches
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 WS = "default"
@@ -51,14 +49,7 @@ def ev(
 
 
 def run(db: Database, *batches: list[dict[str, Any]]) -> None:
-    for items in batches:
-        with db.write() as session:
-            results = ingest(session, items, workspace_id=WS, default_region="US")
-        assert {r.status for r in results} == {"accepted"}, [r.reason for r in results]
-        published: list[list[int]] = []
-        relay(db, published.append, batch_size=500, lease_seconds=60)
-        for message in published:
-            process_batches(db, message, CONFIG)
+    ingest_and_process(db, *batches, config=CONFIG)
 
 
 def partition(db: Database) -> Partition:

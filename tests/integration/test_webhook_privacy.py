@@ -77,7 +77,8 @@ def test_erasure_scrubs_deliveries_and_cancels_the_open_ones(
     fan_out_all(runtime)
     exported = b"".join(export_stream(runtime, WS, ann.survivor) or [])
     sent = json.loads(exported)["webhook_deliveries"]
-    assert sent and all(d["profile_id"] == ann.survivor for d in sent)
+    # hers only (Bob's profile.created is not), the merged-away profile's among them
+    assert {d["profile_id"] for d in sent} == {ann.survivor, ann.merged}
 
     result = wired_erase(runtime, WS, ann.survivor, requested_by="test")
     assert result["counts"]["webhook_deliveries"] >= 2
@@ -85,7 +86,9 @@ def test_erasure_scrubs_deliveries_and_cancels_the_open_ones(
     assert leaks(any_db, ann.secrets) == []
     with any_db.read() as session:
         rows = session.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.profile_id == ann.survivor)
+            select(WebhookDelivery).where(
+                WebhookDelivery.profile_id.in_([ann.survivor, ann.merged])
+            )
         ).all()
     assert all(row.body == ERASED_BODY for row in rows)
     assert {row.state for row in rows} == {"delivered", "failed"}  # nothing left to send
