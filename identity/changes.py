@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, delete, select
 from sqlalchemy.orm import Session
 
 from identity.models import CHANGES
 from pipeline import utcnow
+from pipeline.db import deleted, in_list
 
 
 def record_change(
@@ -69,17 +70,23 @@ def record_changes(
     )
 
 
+def change_rows(session: Session, workspace_id: str, after: int, limit: int) -> list[Row[Any]]:
+    """Changes with an id above ``after``, oldest first, as rows (``created_at`` a datetime)."""
+    c = CHANGES.c
+    return list(
+        session.execute(
+            select(c.id, c.type, c.profile_id, c.data, c.created_at)
+            .where(c.workspace_id == workspace_id, c.id > after)
+            .order_by(c.id)
+            .limit(limit)
+        )
+    )
+
+
 def changes_after(
     session: Session, workspace_id: str, after: int = 0, *, limit: int = 100
 ) -> list[dict[str, Any]]:
-    """Changes with an id above ``after``, oldest first."""
-    c = CHANGES.c
-    rows = session.execute(
-        select(c.id, c.type, c.profile_id, c.data, c.created_at)
-        .where(c.workspace_id == workspace_id, c.id > after)
-        .order_by(c.id)
-        .limit(limit)
-    )
+    """Changes with an id above ``after``, oldest first, JSON-ready."""
     return [
         {
             "id": row.id,
@@ -88,8 +95,35 @@ def changes_after(
             "data": row.data,
             "created_at": row.created_at.isoformat(),
         }
-        for row in rows
+        for row in change_rows(session, workspace_id, after, limit)
     ]
 
 
-__all__ = ["NewChange", "changes_after", "record_change", "record_changes"]
+def delete_changes_before(session: Session, workspace_id: str, below: int, limit: int) -> int:
+    """Delete up to ``limit`` of the workspace's oldest changes with an id below ``below``.
+
+    Retention (``ECRM_WEBHOOK_RETENTION_DAYS``): the caller passes a bound its subscribers
+    have already read past. Returns how many went.
+    """
+    c = CHANGES.c
+    ids = list(
+        session.scalars(
+            select(c.id)
+            .where(c.workspace_id == workspace_id, c.id < below)
+            .order_by(c.id)
+            .limit(limit)
+        )
+    )
+    if not ids:
+        return 0
+    return deleted(session, delete(CHANGES).where(in_list(session, c.id, ids)))
+
+
+__all__ = [
+    "NewChange",
+    "change_rows",
+    "changes_after",
+    "delete_changes_before",
+    "record_change",
+    "record_changes",
+]

@@ -14,12 +14,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Delete,
+    Integer,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -209,6 +220,26 @@ def dialect_insert(session: Session) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def first_id_since(session: Session, table: Table, horizon: datetime) -> int:
+    """The lowest id of a row created at or after ``horizon`` (past the newest if none).
+
+    For tables whose ids grow with ``created_at`` (append-only logs): everything below the
+    answer is older than ``horizon``, found by walking the primary key over only those rows.
+    """
+    young = session.scalar(
+        select(table.c.id).where(table.c.created_at >= horizon).order_by(table.c.id).limit(1)
+    )
+    if young is not None:
+        return int(young)
+    return int(session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0) + 1
+
+
+def deleted(session: Session, statement: Delete) -> int:
+    """Run a ``DELETE``; how many rows it removed."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount or 0)
 
 
 def in_list(session: Session, column: Any, values: list[Any]) -> Any:

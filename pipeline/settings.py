@@ -127,6 +127,8 @@ class Settings:
     webhook_coalesce_seconds: float = 2.0
     #: threads of the webhook worker (``ecrm worker --webhooks``): endpoints served at once
     webhook_workers: int = 8
+    #: days finished deliveries, their attempts and the passed change feed are kept (0: ever)
+    webhook_retention_days: float = 30.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -432,6 +434,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_concurrency=_int(env, "ECRM_WEBHOOK_CONCURRENCY", 4, 1, 64),
         webhook_coalesce_seconds=_float(env, "ECRM_WEBHOOK_COALESCE_SECONDS", 2.0, 0.0),
         webhook_workers=_int(env, "ECRM_WEBHOOK_WORKERS", 8, 1, 256),
+        webhook_retention_days=_float(env, "ECRM_WEBHOOK_RETENTION_DAYS", 30.0, 0.0),
     )
 
 

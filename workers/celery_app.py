@@ -35,9 +35,12 @@ DELIVER = "ecrm.connectors.deliver"
 RELAY_ACTIONS = "ecrm.connectors.relay_actions"
 LOYALTY_EXPIRE = "ecrm.loyalty.expire"
 WEBHOOKS_DISPATCH = "ecrm.webhooks.dispatch"
+WEBHOOKS_PRUNE = "ecrm.webhooks.prune"
 WEBHOOKS_DELIVER = "ecrm.webhooks.deliver_endpoint"
 #: how often the scheduler expires loyalty points that reached their date
 LOYALTY_EXPIRE_SECONDS = 3600.0
+#: how often the delivery log and the change feed are pruned (``ECRM_WEBHOOK_RETENTION_DAYS``)
+WEBHOOKS_PRUNE_SECONDS = 3600.0
 
 app = Celery("ecrm", set_as_current=False)
 
@@ -81,6 +84,7 @@ def configure(settings: Settings) -> Celery:
             RELAY_ACTIONS: {"queue": "maintenance"},
             LOYALTY_EXPIRE: {"queue": "maintenance"},
             WEBHOOKS_DISPATCH: {"queue": "maintenance"},
+            WEBHOOKS_PRUNE: {"queue": "maintenance"},
             WEBHOOKS_DELIVER: {"queue": WEBHOOK_QUEUE},
         },
         beat_schedule={
@@ -98,6 +102,11 @@ def configure(settings: Settings) -> Celery:
                 "task": WEBHOOKS_DISPATCH,
                 "schedule": settings.relay_interval_seconds,
                 "options": {"expires": max(settings.relay_interval_seconds * 5, 10)},
+            },
+            "webhooks-prune": {
+                "task": WEBHOOKS_PRUNE,
+                "schedule": WEBHOOKS_PRUNE_SECONDS,
+                "options": {"expires": WEBHOOKS_PRUNE_SECONDS},
             },
             "loyalty-expire": {
                 "task": LOYALTY_EXPIRE,

@@ -1,5 +1,6 @@
-"""Webhook tasks: ``ecrm.webhooks.dispatch`` (scheduler, every relay interval) and
-``ecrm.webhooks.deliver_endpoint`` (the webhook worker's thread pool).
+"""Webhook tasks: ``ecrm.webhooks.dispatch`` (scheduler, every relay interval),
+``ecrm.webhooks.deliver_endpoint`` (the webhook worker's thread pool) and
+``ecrm.webhooks.prune`` (hourly: retention).
 
 Why no Celery retries here: a delivery's retries live in the database (its attempts and
 next attempt time), so they survive restarts and show in the delivery log; a task that
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import structlog
 
-from workers.celery_app import WEBHOOKS_DELIVER, WEBHOOKS_DISPATCH, app
+from workers.celery_app import WEBHOOKS_DELIVER, WEBHOOKS_DISPATCH, WEBHOOKS_PRUNE, app
 from workers.runtime import get_runtime
-from workers.webhooks_dispatch import deliver, dispatch
+from workers.webhooks_dispatch import deliver, dispatch, prune
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,12 @@ def _deliver_endpoint(endpoint_id: str) -> None:
     deliver(get_runtime(), endpoint_id)
 
 
+def _prune_webhooks() -> None:
+    """Drop finished deliveries and the passed change feed past the retention horizon."""
+    prune(get_runtime())
+
+
 # calls, not decorators: Celery has no type hints (see mypy's overrides in pyproject)
 dispatch_webhooks = app.task(name=WEBHOOKS_DISPATCH, ignore_result=True)(_dispatch_webhooks)
 deliver_endpoint = app.task(name=WEBHOOKS_DELIVER, ignore_result=True)(_deliver_endpoint)
+prune_webhooks = app.task(name=WEBHOOKS_PRUNE, ignore_result=True)(_prune_webhooks)

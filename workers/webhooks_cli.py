@@ -7,6 +7,8 @@ unknown event type) prints one line naming the field and exits 2; nothing is wri
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
 from pipeline import ValidationError, utcnow
@@ -25,7 +27,7 @@ def _events(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def _grace_seconds(text: str) -> int:
+def _grace_seconds(text: str, name: str = "--grace") -> int:
     """``--grace 24h`` (``30m``, ``7d``, ``0``) in seconds."""
     from pipeline.caps import parse_period
 
@@ -34,7 +36,7 @@ def _grace_seconds(text: str) -> int:
     try:
         return int(parse_period(text.strip()).total_seconds())
     except ValueError as exc:
-        raise ValidationError("--grace", str(exc)) from None
+        raise ValidationError(name, str(exc)) from None
 
 
 @webhooks.command("add")
@@ -247,6 +249,30 @@ def replay_command(endpoint_id: str, since: str, workspace: str) -> None:
     runtime = load_runtime(migrate=True)
     queued = replay(runtime, workspace, endpoint_id, start)
     click.echo(f"{queued} deliveries queued for {endpoint_id} (changes since {start.isoformat()})")
+
+
+@webhooks.command("prune")
+@click.option(
+    "--older-than",
+    default=None,
+    help="A period (30d, 12h); default: ECRM_WEBHOOK_RETENTION_DAYS.",
+)
+@one_line_errors
+def prune_command(older_than: str | None) -> None:
+    """Remove finished deliveries (with attempts) and the passed change feed older than that.
+
+    The scheduler does this every hour; open deliveries are never removed.
+    """
+    from workers.webhooks_dispatch import prune
+
+    keep = None
+    if older_than is not None:
+        keep = timedelta(seconds=_grace_seconds(older_than, "--older-than"))
+    pruned = prune(load_runtime(migrate=True), keep)
+    click.echo(
+        f"removed {pruned.deliveries} deliveries, {pruned.attempts} attempts, "
+        f"{pruned.changes} profile changes"
+    )
 
 
 __all__ = ["webhooks"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import func, select
@@ -30,8 +30,12 @@ from connectors.webhooks.fanout import (
     fan_out,
     targets,
 )
-from identity.changes import changes_after
+from connectors.webhooks.models import WebhookCursor
+from connectors.webhooks.retention import CHUNK as PRUNE_CHUNK
+from connectors.webhooks.retention import Pruned, prune_deliveries
+from identity.changes import change_rows, delete_changes_before
 from identity.models import CHANGES
+from pipeline.db import first_id_since
 from pipeline.envelope import utcnow
 from pipeline.models import Workspace
 from workers.profile_view import full_profiles
@@ -66,14 +70,8 @@ def options(runtime: Runtime) -> Options:
 def feed_changes(session: Session, workspace_id: str, after: int, limit: int) -> list[Change]:
     """The change feed after ``after``, as the fan-out takes it."""
     return [
-        Change(
-            id=row["id"],
-            type=row["type"],
-            profile_id=row["profile_id"],
-            data=row["data"] or {},
-            created_at=datetime.fromisoformat(row["created_at"]),
-        )
-        for row in changes_after(session, workspace_id, after, limit=limit)
+        Change(row.id, row.type, row.profile_id, row.data or {}, row.created_at)
+        for row in change_rows(session, workspace_id, after, limit)
     ]
 
 
@@ -188,6 +186,38 @@ def replay(runtime: Runtime, workspace_id: str, endpoint_id: str, since: datetim
     return queued
 
 
+def prune(runtime: Runtime, keep: timedelta | None = None) -> Pruned:
+    """Apply the retention (``ECRM_WEBHOOK_RETENTION_DAYS``, or ``keep``); 0 days keeps all.
+
+    Finished deliveries and their attempts go (:mod:`connectors.webhooks.retention`), then
+    each workspace's change feed older than the horizon, but never past its fan-out
+    cursor: a change not yet turned into deliveries stays however old.
+    """
+    if keep is None:
+        days = runtime.settings.webhook_retention_days
+        if days <= 0:
+            return Pruned()
+        keep = timedelta(days=days)
+    horizon = utcnow() - keep
+    deliveries, attempts = prune_deliveries(runtime.db, horizon)
+    with runtime.db.read() as session:
+        old = first_id_since(session, CHANGES, horizon)
+        feed_read = select(WebhookCursor.workspace_id, WebhookCursor.change_id)
+        cursors = [(str(ws), int(seen)) for ws, seen in session.execute(feed_read)]
+    changes = 0
+    for workspace_id, seen in cursors:
+        while True:
+            with runtime.db.write() as session:
+                gone = delete_changes_before(session, workspace_id, min(old, seen + 1), PRUNE_CHUNK)
+            changes += gone
+            if gone < CHUNK:
+                break
+    pruned = Pruned(deliveries, attempts, changes)
+    if deliveries or changes:
+        log.info("webhooks_pruned", **pruned.view())
+    return pruned
+
+
 def deliver(runtime: Runtime, endpoint_id: str) -> RoundStats:
     """One send round for an endpoint (a no-op if another round holds it)."""
     stats = deliver_endpoint(runtime.db, endpoint_id, options(runtime))
@@ -213,5 +243,6 @@ __all__ = [
     "fan_out_all",
     "feed_changes",
     "options",
+    "prune",
     "replay",
 ]

@@ -191,6 +191,9 @@ def test_deliveries_retry_in_order_and_a_hanging_receiver_blocks_nobody(
     assert listed.returncode == 0, listed.stderr
     assert delivered[0]["id"] in listed.stdout
     assert hub.cli("webhooks", "retry", "msg_nope").returncode == 2
+    kept = hub.cli("webhooks", "prune", "--older-than", "30d")  # all of it is younger
+    assert kept.returncode == 0 and "removed 0 deliveries" in kept.stdout, kept.stderr
+    assert hub.cli("webhooks", "prune", "--older-than", "soon").returncode == 2
 
 
 def by_status(out: Path, message_id: str) -> list[int]:
