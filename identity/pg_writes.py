@@ -54,6 +54,17 @@ _ADD_PROFILE_EVENTS = text(
     " ON CONFLICT (event_id) DO NOTHING"
 )
 
+_ADD_IDENTIFIERS = text(
+    "INSERT INTO profile_identifiers (workspace_id, kind, value, profile_id, channel,"
+    " first_seen_at, last_seen_at, source_event_id, linked_by, attached_to)"
+    " SELECT u.workspace_id, u.kind, u.value, u.profile_id, u.channel, u.first_seen_at,"
+    " u.last_seen_at, u.source_event_id, u.linked_by, u.attached_to"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(workspace_id text, kind text,"
+    " value text, profile_id text, channel text, first_seen_at timestamptz,"
+    " last_seen_at timestamptz, source_event_id bigint, linked_by text, attached_to text)"
+    " ON CONFLICT (workspace_id, kind, value) DO NOTHING"
+)
+
 
 def _document(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {"rows": orjson.dumps(rows).decode()}
@@ -63,6 +74,12 @@ def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: boo
     """Apply profile updates whose ``updated_at`` is unchanged; returns how many matched."""
     statement = _UPDATE_PROFILES_WITH_TRAITS if traits else _UPDATE_PROFILES
     result = session.execute(statement, _document(rows))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_identifiers(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Claim new identifiers; how many were still free (the others were taken meanwhile)."""
+    result = session.execute(_ADD_IDENTIFIERS, _document(rows))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

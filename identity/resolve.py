@@ -39,7 +39,7 @@ from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, 
 from identity.splits import split_sides
 from identity.tombstones import suppress_erased
 from identity.traits import TraitUpdate, as_updates, merge_traits
-from pipeline import ConflictError, StoredEvent, dialect_insert, utcnow
+from pipeline import ConflictError, StoredEvent, utcnow
 from pipeline.db import in_list
 
 #: Which identifier decides the profile when an event carries several (the default).
@@ -569,16 +569,10 @@ def write_plan(session: Session, plan: Plan) -> None:
         session.execute(PROFILES.insert(), plan.new_profiles)
     if plan.merged_away:
         merge_writes.merge_profiles(session, plan.workspace_id, plan.merged_away)
-    if plan.new_identifiers:
-        stmt = (
-            dialect_insert(session)(IDENTIFIERS)
-            .on_conflict_do_nothing(index_elements=["workspace_id", "kind", "value"])
-            .returning(IDENTIFIERS.c.kind)
-        )
-        rows = plan.new_identifiers
-        if len(session.execute(stmt, rows).all()) != len(rows):
-            raise ConflictError("identifier claimed by a concurrent batch; retrying")
     writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
+    rows = plan.new_identifiers
+    if rows and writes.add_identifiers(session, rows) != len(rows):
+        raise ConflictError("identifier claimed by a concurrent batch; retrying")
     for traits in (True, False):
         rows = [row for row in plan.profile_updates if ("traits" in row) == traits]
         if rows and writes.update_profiles(session, rows, traits=traits) != len(rows):

@@ -1,6 +1,6 @@
 """SQLite: a plan's writes row by row, as constant statements handed to the driver.
 
-The same four functions as :mod:`identity.pg_writes`, with the same guards, so
+The same functions as :mod:`identity.pg_writes`, with the same guards, so
 :func:`identity.resolve.write_plan` only picks the module. On SQLite an ``executemany``
 runs in-process without round trips, so row by row is the cheap form there, and what is
 left to save is Python per row: SQLAlchemy's parameter building and type processing cost
@@ -41,10 +41,39 @@ _ADD_PROFILE_EVENTS = (
     " VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 
+_ADD_IDENTIFIERS = (
+    "INSERT INTO profile_identifiers (workspace_id, kind, value, profile_id, channel,"
+    " first_seen_at, last_seen_at, source_event_id, linked_by, attached_to)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, kind, value) DO NOTHING"
+)
+
 
 def _executemany(session: Session, statement: str, rows: Sequence[tuple[Any, ...]]) -> int:
     result = session.connection().exec_driver_sql(statement, list(rows))
     return int(result.rowcount)
+
+
+def add_identifiers(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Claim new identifiers; how many were still free (the others were taken meanwhile)."""
+    return _executemany(
+        session,
+        _ADD_IDENTIFIERS,
+        [
+            (
+                r["workspace_id"],
+                r["kind"],
+                r["value"],
+                r["profile_id"],
+                r["channel"],
+                sqlite_time(r["first_seen_at"]),
+                sqlite_time(r["last_seen_at"]),
+                r["source_event_id"],
+                r["linked_by"],
+                r["attached_to"],
+            )
+            for r in rows
+        ],
+    )
 
 
 def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: bool) -> int:

@@ -140,6 +140,11 @@ def create_db_engine(database_url: str, *, sqlite_synchronous: str = "NORMAL") -
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
+        # Plans made with the values: psycopg prepares a statement after five runs and
+        # PostgreSQL then reuses a generic plan, which for ``id = ANY(:array)`` on a young
+        # table (no statistics yet, the first minutes of an import) scans the workspace and
+        # compares each row with each array element: 25-40 ms a batch query instead of 1.
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
     )
 
 
