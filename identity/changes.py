@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select
+from sqlalchemy import Row, delete, select, text
 from sqlalchemy.orm import Session
 
 from identity.models import CHANGES
 from pipeline import utcnow
-from pipeline.db import deleted, in_list
+from pipeline.db import deleted, in_list, json_text
 
 
 def record_change(
@@ -55,19 +55,31 @@ def record_changes(
     if not changes:
         return
     stamp = now or utcnow()
-    session.execute(
-        CHANGES.insert(),
-        [
-            {
-                "workspace_id": workspace_id,
-                "type": type_,
-                "profile_id": profile_id,
-                "data": data,
-                "created_at": stamp,
-            }
-            for type_, profile_id, data in changes
-        ],
-    )
+    rows = [
+        {
+            "workspace_id": workspace_id,
+            "type": type_,
+            "profile_id": profile_id,
+            "data": data,
+            "created_at": stamp,
+        }
+        for type_, profile_id, data in changes
+    ]
+    if session.get_bind().dialect.name == "postgresql":  # one statement, not one per row
+        session.execute(_PG_INSERT, {"rows": json_text(rows)})
+    else:
+        session.execute(CHANGES.insert(), rows)
+
+
+#: the rows travel as one JSON document, in order (``WITH ORDINALITY``: ids follow it)
+_PG_INSERT = text(
+    "INSERT INTO profile_changes (workspace_id, type, profile_id, data, created_at)"
+    " SELECT u.workspace_id, u.type, u.profile_id, u.data, u.created_at"
+    " FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (workspace_id text,"
+    " type text, profile_id text, data jsonb, created_at timestamptz)) WITH ORDINALITY"
+    " AS u(workspace_id, type, profile_id, data, created_at, n)"
+    " ORDER BY u.n"
+)
 
 
 def change_rows(session: Session, workspace_id: str, after: int, limit: int) -> list[Row[Any]]:

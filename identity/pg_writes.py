@@ -65,6 +65,17 @@ _ADD_IDENTIFIERS = text(
     " ON CONFLICT (workspace_id, kind, value) DO NOTHING"
 )
 
+_ADD_PROFILES = text(
+    "INSERT INTO profiles (id, workspace_id, traits, trait_times, trait_sources,"
+    " first_seen_at, last_seen_at, event_count, created_at, updated_at, merged_into)"
+    " SELECT u.id, u.workspace_id, u.traits, u.trait_times, u.trait_sources,"
+    " u.first_seen_at, u.last_seen_at, u.event_count, u.created_at, u.updated_at,"
+    " u.merged_into FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(id text,"
+    " workspace_id text, traits jsonb, trait_times jsonb, trait_sources jsonb,"
+    " first_seen_at timestamptz, last_seen_at timestamptz, event_count int,"
+    " created_at timestamptz, updated_at timestamptz, merged_into text)"
+)
+
 
 def _document(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {"rows": orjson.dumps(rows).decode()}
@@ -75,6 +86,11 @@ def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: boo
     statement = _UPDATE_PROFILES_WITH_TRAITS if traits else _UPDATE_PROFILES
     result = session.execute(statement, _document(rows))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_profiles(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert a batch's new profiles."""
+    session.execute(_ADD_PROFILES, _document(rows))
 
 
 def add_identifiers(session: Session, rows: list[dict[str, Any]]) -> int:

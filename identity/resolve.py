@@ -565,11 +565,11 @@ def write_plan(session: Session, plan: Plan) -> None:
     the ``updated_at`` that was read: otherwise nothing is written (the caller rolls back)
     and the batch is planned again from fresh reads.
     """
+    writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
     if plan.new_profiles:
-        session.execute(PROFILES.insert(), plan.new_profiles)
+        writes.add_profiles(session, plan.new_profiles)
     if plan.merged_away:
         merge_writes.merge_profiles(session, plan.workspace_id, plan.merged_away)
-    writes = pg_writes if session.get_bind().dialect.name == "postgresql" else row_writes
     rows = plan.new_identifiers
     if rows and writes.add_identifiers(session, rows) != len(rows):
         raise ConflictError("identifier claimed by a concurrent batch; retrying")

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from identity.models import PROFILES
 from pipeline.db import json_text, sqlite_time
 
 _UPDATE_PROFILES = (
@@ -51,6 +52,11 @@ _ADD_IDENTIFIERS = (
 def _executemany(session: Session, statement: str, rows: Sequence[tuple[Any, ...]]) -> int:
     result = session.connection().exec_driver_sql(statement, list(rows))
     return int(result.rowcount)
+
+
+def add_profiles(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert a batch's new profiles (few per batch: SQLAlchemy's executemany will do)."""
+    session.execute(PROFILES.insert(), rows)
 
 
 def add_identifiers(session: Session, rows: list[dict[str, Any]]) -> int:
