@@ -281,8 +281,10 @@ def plan_events(
     )
     plan.channel_counts = [
         {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
-        for pid in sorted(deltas)
-        for channel, n in sorted(deltas[pid].channels.items())
+        for pid, delta in sorted(deltas.items())
+        for channel, n in (
+            delta.channels.items() if len(delta.channels) < 2 else sorted(delta.channels.items())
+        )
         if n
     ]
     plan.merge_audit = [

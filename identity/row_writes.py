@@ -12,7 +12,8 @@ are constant and carry no values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -82,8 +83,26 @@ def add_identifiers(session: Session, rows: list[dict[str, Any]]) -> int:
     )
 
 
+def _remembered_times() -> Callable[[datetime], str]:
+    """:func:`sqlite_time` that formats each distinct time once.
+
+    Why: a batch's profile updates share their ``now`` and mostly their previous
+    ``updated_at`` (profiles last written by the same batch), four times per row.
+    """
+    texts: dict[datetime, str] = {}
+
+    def text(value: datetime) -> str:
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = sqlite_time(value)
+        return found
+
+    return text
+
+
 def update_profiles(session: Session, rows: list[dict[str, Any]], *, traits: bool) -> int:
     """Apply profile updates whose ``updated_at`` is unchanged; returns how many matched."""
+    sqlite_time = _remembered_times()
     if traits:
         return _executemany(
             session,
