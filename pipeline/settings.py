@@ -211,6 +211,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def default_concurrency() -> int:
+    """Worker processes when ``ECRM_WORKER_CONCURRENCY`` is not set: one per core, up to 4.
+
+    Why not 1: a worker waits on the database about as long as it computes, so on 2 cores
+    two workers moved ``ecrm bench ingest`` from 6,648 to 8,849 events/s on SQLite and from
+    3,812 to 5,093 on PostgreSQL + RabbitMQ. Why at most 4: beyond that, on one machine,
+    they queue on the database (SQLite has one write lock) rather than add throughput.
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def _float(env: Mapping[str, str], name: str, default: float, low: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -396,7 +407,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         batch_size=_int(env, "ECRM_BATCH_SIZE", 500, 1, 10_000),
         batch_lease_seconds=_float(env, "ECRM_BATCH_LEASE_SECONDS", 120.0, 1.0),
         relay_interval_seconds=_float(env, "ECRM_RELAY_INTERVAL_SECONDS", 2.0, 0.1),
-        worker_concurrency=_int(env, "ECRM_WORKER_CONCURRENCY", 1, 1, 256),
+        worker_concurrency=_int(env, "ECRM_WORKER_CONCURRENCY", default_concurrency(), 1, 256),
         sqlite_synchronous=sync,
         max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
         max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),

@@ -210,6 +210,8 @@ class Hub:
             ECRM_HTTP_PORT=str(self.port),
             ECRM_RELAY_INTERVAL_SECONDS="0.5",
             ECRM_LOG_LEVEL="WARNING",
+            # one solo worker unless a test asks for more: hubs start faster, 2 cores shared
+            ECRM_WORKER_CONCURRENCY="1",
         )
         env.update(self.extra_env)
         return env

@@ -164,7 +164,7 @@ def run_pipeline(
     broker_url: str,
     events: int,
     clients: int,
-    worker_concurrency: int = 1,
+    worker_concurrency: int | None = None,
 ) -> BenchResult:
     """Start API + worker for one backend, send ``events`` over HTTP, time until processed."""
     home = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
@@ -178,8 +178,9 @@ def run_pipeline(
         ECRM_ADMIN_TOKEN=ADMIN_TOKEN,
         ECRM_HTTP_PORT=str(port),
         ECRM_LOG_LEVEL="WARNING",
-        ECRM_WORKER_CONCURRENCY=str(worker_concurrency),
     )
+    if worker_concurrency is not None:  # else the hub's default: one per core, up to 4
+        env["ECRM_WORKER_CONCURRENCY"] = str(worker_concurrency)
     db = Database.connect(database_url)
     upgrade(db)
     bodies = _bodies(events, users=max(events // 10, 1), seed=uuid.uuid4().hex[:8])
@@ -282,7 +283,7 @@ def bench_backend(
     clients: int,
     pg_admin_url: str,
     broker_url: str | None,
-    worker_concurrency: int = 1,
+    worker_concurrency: int | None = None,
 ) -> BenchResult:
     """End-to-end and raw-insert figures for one backend, measured in this run."""
     if backend == "sqlite":

@@ -112,16 +112,17 @@ def bench_http_command(
 @_pg_admin_url
 @click.option(
     "--worker-concurrency",
-    default=1,
-    show_default=True,
-    help="Worker processes (ECRM_WORKER_CONCURRENCY) of the hub under test.",
+    type=int,
+    default=None,
+    help="Worker processes (ECRM_WORKER_CONCURRENCY) of the hub under test "
+    "[default: the hub's, one per core up to 4].",
 )
 def bench_ingest(
     events: int,
     clients: int,
     backends: tuple[str, ...],
     pg_admin_url: str,
-    worker_concurrency: int,
+    worker_concurrency: int | None,
 ) -> None:
     """HTTP batch -> processed profiles, events/s, beside the raw batched-insert ceiling."""
     from workers.bench import bench_backend

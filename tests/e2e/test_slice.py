@@ -273,10 +273,15 @@ def check_profiles(
 
 
 def test_ecrm_run_supervises_api_and_worker(hub_factory: Any) -> None:
-    hub: Hub = hub_factory("sqlite")
+    # two worker processes, as the default gives on 2 cores: a prefork pool under ecrm run
+    hub: Hub = hub_factory("sqlite", ECRM_WORKER_CONCURRENCY="2")
     hub.launch(("run",))
     [run] = hub.processes
-    assert len(hub_processes(hub.home)) >= 3  # ecrm run + serve + worker (+ embedded beat)
+    # ecrm run + serve + worker and its 2 children + webhook worker + scheduler
+    deadline = time.monotonic() + 20
+    while len(hub_processes(hub.home)) < 7 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(hub_processes(hub.home)) >= 7, hub_processes(hub.home)
 
     message_id, user = str(uuid.uuid4()), f"run-{uuid.uuid4().hex[:8]}"
     with hub.client() as api, hub.admin() as admin:
