@@ -10,7 +10,7 @@ so a transaction that read a row can never be refused the lock later (SQLite's c
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -245,6 +245,23 @@ def deleted(session: Session, statement: Delete) -> int:
     """Run a ``DELETE``; how many rows it removed."""
     result = cast(CursorResult[Any], session.execute(statement))
     return int(result.rowcount or 0)
+
+
+def in_write_chunks(db: Database, step: Callable[[Session], int], chunk: int, most: int) -> int:
+    """Run ``step`` in a write transaction of its own, again while it handles a full
+    ``chunk`` of rows and fewer than ``most`` are done; the rows handled in all.
+
+    Why: a clean-up of many rows as one transaction would hold SQLite's single write lock
+    throughout, and a crash would lose all of it instead of the last chunk.
+    """
+    total = 0
+    while total < most:
+        with db.write() as session:
+            done = step(session)
+        total += done
+        if done < chunk:
+            break
+    return total
 
 
 def in_list(session: Session, column: Any, values: list[Any]) -> Any:

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from connectors.webhooks import retention
 from connectors.webhooks.dispatch import Options, RoundStats, deliver_endpoint, due_endpoints
 from connectors.webhooks.endpoints import EndpointNotFound, get_endpoint
 from connectors.webhooks.fanout import (
@@ -31,11 +33,10 @@ from connectors.webhooks.fanout import (
     targets,
 )
 from connectors.webhooks.models import WebhookCursor
-from connectors.webhooks.retention import CHUNK as PRUNE_CHUNK
 from connectors.webhooks.retention import Pruned, prune_deliveries
 from identity.changes import change_rows, delete_changes_before
 from identity.models import CHANGES
-from pipeline.db import first_id_since
+from pipeline.db import first_id_since, in_write_chunks
 from pipeline.envelope import utcnow
 from pipeline.models import Workspace
 from workers.profile_view import full_profiles
@@ -206,12 +207,13 @@ def prune(runtime: Runtime, keep: timedelta | None = None) -> Pruned:
         cursors = [(str(ws), int(seen)) for ws, seen in session.execute(feed_read)]
     changes = 0
     for workspace_id, seen in cursors:
-        while True:
-            with runtime.db.write() as session:
-                gone = delete_changes_before(session, workspace_id, min(old, seen + 1), PRUNE_CHUNK)
-            changes += gone
-            if gone < CHUNK:
-                break
+        step = partial(
+            delete_changes_before,
+            workspace_id=workspace_id,
+            below=min(old, seen + 1),
+            limit=retention.CHUNK,
+        )
+        changes += in_write_chunks(runtime.db, step, retention.CHUNK, retention.MOST)
     pruned = Pruned(deliveries, attempts, changes)
     if deliveries or changes:
         log.info("webhooks_pruned", **pruned.view())

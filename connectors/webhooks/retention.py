@@ -33,11 +33,13 @@ from connectors.webhooks.models import (
     WebhookDelivery,
 )
 from pipeline import Database
-from pipeline.db import deleted, first_id_since, in_list
+from pipeline.db import deleted, first_id_since, in_list, in_write_chunks
 
 DELIVERIES = cast(Table, WebhookDelivery.__table__)
 ATTEMPTS = cast(Table, WebhookAttempt.__table__)
 CHUNK = 1000
+#: rows of each kind one run removes at most (the next hourly run goes on)
+MOST = 200_000
 
 
 @dataclass(frozen=True)
@@ -52,18 +54,18 @@ class Pruned:
         return {"deliveries": self.deliveries, "attempts": self.attempts, "changes": self.changes}
 
 
-def prune_deliveries(db: Database, horizon: datetime, *, most: int = 200_000) -> tuple[int, int]:
+def prune_deliveries(db: Database, horizon: datetime, *, most: int = MOST) -> tuple[int, int]:
     """Remove finished deliveries untouched since before ``horizon``: (deliveries, attempts)."""
     with db.read() as session:
         below = first_id_since(session, DELIVERIES, horizon)
-    deliveries = attempts = 0
-    while deliveries < most:
-        with db.write() as session:
-            gone, answers = _delete_deliveries(session, below, horizon)
-        deliveries, attempts = deliveries + gone, attempts + answers
-        if gone < CHUNK:
-            break
-    return deliveries, attempts
+    answers: list[int] = []
+
+    def step(session: Session) -> int:
+        gone, removed = _delete_deliveries(session, below, horizon)
+        answers.append(removed)
+        return gone
+
+    return in_write_chunks(db, step, CHUNK, most), sum(answers)
 
 
 def _delete_deliveries(session: Session, below: int, horizon: datetime) -> tuple[int, int]:
@@ -84,4 +86,4 @@ def _delete_deliveries(session: Session, below: int, horizon: datetime) -> tuple
     return gone, answers
 
 
-__all__ = ["CHUNK", "Pruned", "prune_deliveries"]
+__all__ = ["CHUNK", "MOST", "Pruned", "prune_deliveries"]
