@@ -29,6 +29,8 @@ from pipeline.broker import embedded_connection_args
 QUEUES = ("ingest", "deliver", "poll", "maintenance")
 #: what ``ecrm worker --webhooks`` consumes (a thread pool: waiting on receivers)
 WEBHOOK_QUEUE = "webhooks"
+#: every queue the hub declares
+ALL_QUEUES = (*QUEUES, WEBHOOK_QUEUE)
 PROCESS_BATCH = "ecrm.pipeline.process_batch"
 RELAY_OUTBOX = "ecrm.pipeline.relay_outbox"
 DELIVER = "ecrm.connectors.deliver"
@@ -75,7 +77,7 @@ def configure(settings: Settings) -> Celery:
         worker_prefetch_multiplier=16,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_queues=[Queue(name) for name in (*QUEUES, WEBHOOK_QUEUE)],
+        task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue="ingest",
         task_routes={
             PROCESS_BATCH: {"queue": "ingest"},

@@ -146,9 +146,9 @@ def run() -> None:
     )
     runtime.db.dispose()
     from pipeline.broker import prepare
-    from workers.celery_app import QUEUES, WEBHOOK_QUEUE
+    from workers.celery_app import ALL_QUEUES
 
-    prepare(settings.broker_url, (*QUEUES, WEBHOOK_QUEUE))
+    prepare(settings.broker_url, ALL_QUEUES)
     children = [spawn("serve"), spawn("worker"), spawn("worker", "--webhooks"), spawn("scheduler")]
     sys.exit(supervise(children))
 
