@@ -83,3 +83,47 @@ def test_processes_declaring_the_same_queues_at_once_all_succeed(tmp_path: Path)
         names = [row[0] for row in db.execute("SELECT name FROM kombu_queue")]
         assert sorted(names) == sorted(["ingest", *(f"queue-{n}" for n in range(40))])
         assert db.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 6
+
+
+DRAINER = """
+import sys, time
+from queue import Empty
+from kombu import Connection
+from pipeline.broker import embedded_connection_args
+url, transport = embedded_connection_args(sys.argv[1])
+with Connection(url, transport=transport) as conn:
+    q = conn.SimpleQueue("ingest")
+    got = []
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    while True:
+        try:
+            msg = q.get(timeout=3)
+        except Empty:
+            break
+        got.append(msg.payload["n"])
+        msg.ack()
+        time.sleep(0.001)  # a worker's work, so that the others get their turn
+    print(",".join(map(str, got)))
+"""
+
+
+def test_competing_consumers_take_each_message_once(tmp_path: Path) -> None:
+    """A poll reads the oldest message, then deletes it: only one consumer wins each."""
+    broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    url, transport = embedded_connection_args(broker_url)
+    with Connection(url, transport=transport) as conn:
+        queue = conn.SimpleQueue("ingest")
+        for n in range(600):
+            queue.put({"n": n})
+        queue.close()
+    start = str(time.time() + 1.5)
+    drainers = [
+        subprocess.Popen(
+            [sys.executable, "-c", DRAINER, broker_url, start], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120)[0].strip() for process in drainers]
+    taken = [int(n) for output in outputs if output for n in output.split(",")]
+    assert sorted(taken) == list(range(600))
+    assert all(outputs), "the consumers did not compete"
