@@ -181,8 +181,10 @@ def test_probable_matches_from_segment_traits_merge_or_wait_for_review(
     client, admin = hub.client(), hub.admin()
     t = uuid.uuid4().hex[:8]
     postcode = str(int(t, 16) % 9000 + 1000)
-    # every digit different: a fixed "0999" was one edit from some random postcodes
-    elsewhere = "".join(str((int(digit) + 5) % 10) for digit in postcode)
+    # no digit in common, so four edits apart: a fixed "0999" was one edit from some random
+    # postcodes, and each digit shifted by 5 could be two transpositions away (7283, 2738)
+    unused = [digit for digit in "9876543210" if digit not in postcode]
+    elsewhere = "".join(unused[position % len(unused)] for position in range(len(postcode)))
     address = {"street": "Wattle Grove", "city": "Ashfield", "postalCode": postcode, "state": "NSW"}
     ada = {
         "firstName": "Adelaide",
