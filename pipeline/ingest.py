@@ -81,6 +81,33 @@ def ingest(
     The new events are appended as one :class:`~pipeline.models.Batch` (the outbox row);
     the caller commits, then the relay publishes the batch.
     """
+    dialect = session.get_bind().dialect.name
+    return append(session, workspace_id, prepare(touchpoints, default_region, dialect))
+
+
+@dataclass
+class Prepared:
+    """Touchpoints validated, normalized and encoded for one dialect, not yet appended.
+
+    Why a step of its own: all of this is CPU work that needs no database, so a caller
+    that holds SQLite's single write lock for its transaction (the API's group writer) does
+    it before taking the lock, and holds the lock only for the insert.
+    """
+
+    dialect: str
+    #: per touchpoint: its result if already decided (rejected, duplicate in the request)
+    results: list[IngestResult | None]
+    #: message id -> index of the touchpoint that is to be appended
+    row_index: dict[str, int]
+    #: the rows in the dialect's form (see :func:`_encode_sqlite`, :func:`_encode_postgres`)
+    encoded: Any
+    rows: int
+
+
+def prepare(
+    touchpoints: Iterable[Touchpoint | Mapping[str, Any]], default_region: str, dialect: str
+) -> Prepared:
+    """Validate, normalize and encode; the touchpoints' rows for :func:`append`."""
     results: list[IngestResult | None] = []
     rows: list[_Row] = []
     row_index: dict[str, int] = {}
@@ -122,8 +149,15 @@ def ingest(
                 values["context"],
             )
         )
-    inserted = _append(session, workspace_id, rows) if rows else set()
-    for message_id, index in row_index.items():
+    encode = _encode_postgres if dialect == "postgresql" else _encode_sqlite
+    return Prepared(dialect, results, row_index, encode(rows) if rows else None, len(rows))
+
+
+def append(session: Session, workspace_id: str, prepared: Prepared) -> list[IngestResult]:
+    """Append prepared rows under one new batch; every touchpoint's result, in order."""
+    inserted = _append(session, workspace_id, prepared) if prepared.rows else set()
+    results = list(prepared.results)
+    for message_id, index in prepared.row_index.items():
         status: Outcome = "accepted" if message_id in inserted else "duplicate"
         results[index] = IngestResult(index, message_id, status)
     return [r for r in results if r is not None]
@@ -167,14 +201,17 @@ _ROW_FIELDS = (
 )
 
 
-def _append(session: Session, workspace_id: str, rows: list[_Row]) -> set[str]:
+def _append(session: Session, workspace_id: str, prepared: Prepared) -> set[str]:
     """Insert the rows under one new batch; returns the message ids that were new."""
-    batch_id = new_batch(session, workspace_id, len(rows))
-    if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_recordset(session, workspace_id, batch_id, rows)
+    dialect = session.get_bind().dialect.name
+    if dialect != prepared.dialect:
+        raise ValueError(f"rows prepared for {prepared.dialect}, appended on {dialect}")
+    batch_id = new_batch(session, workspace_id, prepared.rows)
+    if dialect == "postgresql":
+        inserted = _insert_recordset(session, workspace_id, batch_id, prepared.encoded)
     else:
-        inserted = _insert_sqlite(session, workspace_id, batch_id, rows)
-    if len(inserted) < len(rows):  # duplicates of events already in the log
+        inserted = _insert_sqlite(session, workspace_id, batch_id, prepared.encoded)
+    if len(inserted) < prepared.rows:  # duplicates of events already in the log
         batch = BATCHES.c.id == batch_id
         if inserted:
             session.execute(BATCHES.update().where(batch).values(event_count=len(inserted)))
@@ -201,38 +238,27 @@ _SQLITE_INSERT = (
 )
 
 
-def _insert_sqlite(
-    session: Session, workspace_id: str, batch_id: int, rows: list[_Row]
-) -> set[str]:
-    """SQLite: multi-row ``INSERT … RETURNING`` with the values already as stored text.
+def _encode_sqlite(rows: list[_Row]) -> list[tuple[Any, ...]]:
+    """Each row's ten values as SQLite stores them (text times, JSON text).
 
     Why not ``insert(EVENTS)`` with a list of dicts: SQLAlchemy then runs a Python
     processor for each of the twelve values of every row (times, JSON) and rebuilds the
     parameters, a third of the API's CPU per event (measured with py-spy). Here each value
     is converted once, by the same functions the column types use (:func:`sqlite_time`,
-    :func:`json_text`). Statements hold a power of two of rows (300 rows: 256, 32, 8 and
-    4), so the few statement texts stay in sqlite3's statement cache: preparing one anew
-    cost about as much as inserting its rows (measured, 7.5 µs per row of the statement).
+    :func:`json_text`).
     """
-    connection = session.connection()
-    inserted: set[str] = set()
+    encoded: list[tuple[Any, ...]] = []
     # a request's events share one received_at (often occurred_at too): formatted once
     last_occurred = last_received = None
     occurred_text = received_text = ""
-    first = 0
-    while first < len(rows):
-        size = min(_SQLITE_ROWS, 1 << ((len(rows) - first).bit_length() - 1))
-        chunk = rows[first : first + size]
-        first += size
-        params: list[Any] = []
-        for mid, channel, type_, occurred, received, source, ids, traits, props, ctx in chunk:
-            if occurred is not last_occurred:
-                last_occurred, occurred_text = occurred, sqlite_time(occurred)
-            if received is not last_received:
-                last_received = received
-                received_text = occurred_text if received is occurred else sqlite_time(received)
-            params += (
-                workspace_id,
+    for mid, channel, type_, occurred, received, source, ids, traits, props, ctx in rows:
+        if occurred is not last_occurred:
+            last_occurred, occurred_text = occurred, sqlite_time(occurred)
+        if received is not last_received:
+            last_received = received
+            received_text = occurred_text if received is occurred else sqlite_time(received)
+        encoded.append(
+            (
                 mid,
                 channel,
                 type_,
@@ -243,9 +269,32 @@ def _insert_sqlite(
                 json_text(traits) if traits else "{}",
                 json_text(props) if props else "{}",
                 json_text(ctx) if ctx else "{}",
-                batch_id,
             )
-        result = connection.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
+        )
+    return encoded
+
+
+def _insert_sqlite(
+    session: Session, workspace_id: str, batch_id: int, rows: list[tuple[Any, ...]]
+) -> set[str]:
+    """SQLite: multi-row ``INSERT … RETURNING`` of rows encoded by :func:`_encode_sqlite`.
+
+    Statements hold a power of two of rows (300 rows: 256, 32, 8 and 4), so the few
+    statement texts stay in sqlite3's statement cache: preparing one anew cost about as
+    much as inserting its rows (measured, 7.5 µs per row of the statement).
+    """
+    connection = session.connection()
+    inserted: set[str] = set()
+    first = 0
+    while first < len(rows):
+        size = min(_SQLITE_ROWS, 1 << ((len(rows) - first).bit_length() - 1))
+        params: list[Any] = []
+        for row in rows[first : first + size]:
+            params.append(workspace_id)
+            params += row
+            params.append(batch_id)
+        first += size
+        result = connection.exec_driver_sql(_sqlite_insert(size), tuple(params))
         inserted.update(result.scalars())
     return inserted
 
@@ -262,19 +311,24 @@ _RECORDSET_INSERT = text(
 )
 
 
-def _insert_recordset(
-    session: Session, workspace_id: str, batch_id: int, rows: list[_Row]
-) -> set[str]:
-    """PostgreSQL: the rows travel as one JSON document, expanded by the server.
+def _encode_postgres(rows: list[_Row]) -> str:
+    """The rows as one JSON document, for :func:`_insert_recordset`.
 
     Why: SQLAlchemy's multi-row ``VALUES`` makes a statement thousands of parameters long,
     which psycopg parses afresh on every call (too long for its cache), and arrays per
     column cost as much again in psycopg's escaping. One ``orjson`` document (times as
-    RFC 3339 with their offset) is built in C, and this statement text is constant and
-    carries no values. Measured with py-spy: a third of the API's time on PostgreSQL.
+    RFC 3339 with their offset) is built in C. Measured with py-spy: a third of the API's
+    time on PostgreSQL.
     """
-    document = orjson.dumps([dict(zip(_ROW_FIELDS, row, strict=True)) for row in rows])
-    params = {"workspace_id": workspace_id, "batch_id": batch_id, "rows": document.decode()}
+    return orjson.dumps([dict(zip(_ROW_FIELDS, row, strict=True)) for row in rows]).decode()
+
+
+def _insert_recordset(
+    session: Session, workspace_id: str, batch_id: int, document: str
+) -> set[str]:
+    """PostgreSQL: the rows travel as one document, expanded by the server; this statement
+    text is constant and carries no values."""
+    params = {"workspace_id": workspace_id, "batch_id": batch_id, "rows": document}
     return set(session.execute(_RECORDSET_INSERT, params).scalars())
 
 

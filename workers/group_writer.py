@@ -6,7 +6,9 @@ the API's threads mostly queued for the lock and traded the GIL. Here requests p
 touchpoints on a queue and await; writer threads take everything queued (up to
 ``max_events``), append it per workspace in one transaction each, and hand every request
 its own results. Nothing is answered before its transaction commits, so an acknowledged
-event is durable exactly as before. One writer on SQLite (one write lock anyway), a few on
+event is durable exactly as before. Validation, normalization and encoding happen before
+the transaction begins: on SQLite the write lock, shared with the workers, is then held
+only for the insert itself. One writer on SQLite (one write lock anyway), a few on
 PostgreSQL so round trips overlap.
 """
 
@@ -21,7 +23,8 @@ from typing import Any
 
 import structlog
 
-from pipeline import Database, IngestResult, ingest
+from pipeline import Database, IngestResult
+from pipeline.ingest import append, prepare
 
 log = structlog.get_logger(__name__)
 
@@ -100,14 +103,12 @@ class GroupWriter:
         for request in group:
             by_workspace.setdefault(request.workspace, []).append(request)
         for workspace, requests in by_workspace.items():
+            touchpoints = [tp for request in requests for tp in request.touchpoints]
             try:
+                # validated and encoded before the write lock, which is held for the insert
+                prepared = prepare(touchpoints, self._region, self._db.dialect)
                 with self._db.write() as session:
-                    results = ingest(
-                        session,
-                        [tp for request in requests for tp in request.touchpoints],
-                        workspace_id=workspace,
-                        default_region=self._region,
-                    )
+                    results = append(session, workspace, prepared)
             except Exception as exc:  # the database failed: every request of the group does
                 log.error("ingest_failed", workspace=workspace, error=str(exc))
                 for request in requests:
