@@ -76,7 +76,10 @@ class TransportSpec:
 
     def connect(self) -> Connection:
         transport = load_transport(self.transport_ref) if self.transport_ref else None
-        return Connection(self.url, transport=transport, transport_options=dict(self.options))
+        # a "sqla+" URL makes kombu pick its stock transport whatever class is given: the
+        # hub connects with the plain database URL (pipeline.broker.embedded_connection_args)
+        url = self.url.removeprefix("sqla+") if transport is not None else self.url
+        return Connection(url, transport=transport, transport_options=dict(self.options))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
