@@ -59,6 +59,11 @@ class SQLiteChannel(kombu_sqla.Channel):  # type: ignore[misc]
     _raw: sqlite3.Connection | None = None
     _raw_pid = 0
 
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        #: queue name -> row id, looked up once (kombu never deletes queue rows)
+        self._queue_ids: dict[str, int] = {}
+        super().__init__(connection, **kwargs)
+
     def _engine_from_config(self) -> Any:
         url = self.connection.client.hostname
         engine = create_engine(url, connect_args={"timeout": 60})
@@ -85,11 +90,10 @@ class SQLiteChannel(kombu_sqla.Channel):  # type: ignore[misc]
         return obj
 
     def _queue_id(self, queue: str) -> int:
-        """The queue's row id, looked up once (kombu never deletes queue rows)."""
-        ids: dict[str, int] = self.__dict__.setdefault("_queue_ids", {})
-        if queue not in ids:
-            ids[queue] = int(self._get_or_create(queue).id)
-        return ids[queue]
+        found = self._queue_ids.get(queue)
+        if found is None:
+            found = self._queue_ids[queue] = int(self._get_or_create(queue).id)
+        return found
 
     def _connection(self) -> sqlite3.Connection:
         """This process's own autocommit connection (a forked child opens its own).

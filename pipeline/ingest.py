@@ -101,7 +101,11 @@ class Prepared:
     row_index: dict[str, int]
     #: the rows in the dialect's form (see :func:`_encode_sqlite`, :func:`_encode_postgres`)
     encoded: Any
-    rows: int
+
+    @property
+    def rows(self) -> int:
+        """How many rows are to be appended (one per message id)."""
+        return len(self.row_index)
 
 
 def prepare(
@@ -150,7 +154,7 @@ def prepare(
             )
         )
     encode = _encode_postgres if dialect == "postgresql" else _encode_sqlite
-    return Prepared(dialect, results, row_index, encode(rows) if rows else None, len(rows))
+    return Prepared(dialect, results, row_index, encode(rows) if rows else None)
 
 
 def append(session: Session, workspace_id: str, prepared: Prepared) -> list[IngestResult]:
