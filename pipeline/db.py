@@ -71,6 +71,7 @@ def sqlite_time(value: datetime) -> str:
 
 
 _TIME_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_TIME_TEXT_LENGTH = len("2026-01-01 00:00:00.000000")
 
 #: the text of times recently read from SQLite, by value. Why: the worker reads each
 #: event's time and its profiles' times, then writes most of them back (the timeline, a
@@ -123,9 +124,12 @@ class UTCDateTime(TypeDecorator[datetime]):
                 return None
             # parsing the offset is cheaper than replace(tzinfo=UTC) afterwards
             parsed = datetime.fromisoformat(value + "+00:00")
-            if len(texts) >= most:
-                texts.clear()
-            texts[parsed] = value
+            # only text in the exact form sqlite_time writes is remembered, so a stored
+            # time in another form ("... 09:00:00", "...T09:00") is never written back
+            if len(value) == _TIME_TEXT_LENGTH and value[10] == " ":
+                if len(texts) >= most:
+                    texts.clear()
+                texts[parsed] = value
             return parsed
 
         return process
