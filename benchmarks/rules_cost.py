@@ -5,13 +5,16 @@
     python -m benchmarks.rules_cost 5000 postgresql+psycopg://postgres@127.0.0.1:5432/
       (PostgreSQL: empty databases rules_cost_0, _10, _100, _1000 must exist)
     python -m benchmarks.rules_cost 5000 "" 0,100            (only some rule counts)
+    python -m benchmarks.rules_cost 5000 "" 0,100 quiet      (no rule fires: evaluation only)
 
 The same events (500 customers, orders on pos and page views on web, in batches of 500)
 go through a fresh database for each rule count. The rules spread over 20 event types, so
 the trigger index hands an order or a page view about a twentieth of them: per order a
 points rule that fires (a ledger entry per order), a welcome email on the first order, and
 conditions on the total, the tier and a 30-day order count that mostly do not match; per
-page view history conditions (days since the last visit). Two figures per rule count:
+page view history conditions (days since the last visit). ``quiet`` leaves out the
+points and welcome rules, so nothing fires and only evaluation (with what it reads) is
+measured. Two figures per rule count:
 
 - ``worker``: ``process_batches`` alone (identity, consent, rules), the strict baseline;
 - ``pipeline``: ingest (validate, normalize, append to the log) + relay + processing, what
@@ -41,7 +44,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 OTHER_TYPES = [f"other{n}.happened" for n in range(18)]
 
 
-def rules(count: int) -> list[dict[str, Any]]:
+def rules(count: int, *, quiet: bool = False) -> list[dict[str, Any]]:
+    """``count`` rules; ``quiet``: only those whose conditions (almost) never hold."""
     made: list[dict[str, Any]] = [
         {
             "id": "points",
@@ -59,6 +63,8 @@ def rules(count: int) -> list[dict[str, Any]]:
             "actions": [{"type": "send_email", "subject": "Welcome", "text": "Hi"}],
         },
     ]
+    if quiet:
+        made = []
     kinds = ["order.completed", "page.viewed", *OTHER_TYPES]
     n = 0
     while len(made) < count:
@@ -100,14 +106,14 @@ def events(total: int) -> list[dict[str, Any]]:
     ]
 
 
-def measure(url: str, total: int, rule_count: int) -> tuple[float, float]:
+def measure(url: str, total: int, rule_count: int, *, quiet: bool = False) -> tuple[float, float]:
     """(worker events/s, pipeline events/s) for ``total`` events with ``rule_count`` rules."""
     db = Database.connect(url)
     try:
         upgrade(db)
         if rule_count:
             with db.write() as session:
-                checked = check_rule_set({"rules": rules(rule_count)})
+                checked = check_rule_set({"rules": rules(rule_count, quiet=quiet)})
                 apply_rule_set(session, "default", checked, source="benchmark")
         items = events(total)
         worker = pipeline = 0.0
@@ -130,14 +136,21 @@ def measure(url: str, total: int, rule_count: int) -> tuple[float, float]:
         db.dispose()
 
 
-def main(total: int, prefix: str | None, counts: tuple[int, ...] = (0, 10, 100, 1000)) -> None:
+def main(
+    total: int,
+    prefix: str | None,
+    counts: tuple[int, ...] = (0, 10, 100, 1000),
+    *,
+    quiet: bool = False,
+) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     found: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             url = f"{prefix}rules_cost_{n}" if prefix else f"sqlite:///{Path(tmp) / f'r{n}.db'}"
-            found[n] = measure(url, total, n)
-    print(f"{total:,} events, batches of 500 ({'PostgreSQL' if prefix else 'SQLite'})")
+            found[n] = measure(url, total, n, quiet=quiet)
+    workload = "no rule fires" if quiet else "points on every order"
+    print(f"{total:,} events, batches of 500 ({'PostgreSQL' if prefix else 'SQLite'}, {workload})")
     print(
         f"  {'rules':>5}  {'worker ev/s':>12} {'vs 0 rules':>10}  {'pipeline ev/s':>14} {'vs 0':>6}"
     )
@@ -154,4 +167,9 @@ def main(total: int, prefix: str | None, counts: tuple[int, ...] = (0, 10, 100, 
 if __name__ == "__main__":
     args = sys.argv[1:]
     chosen = tuple(int(n) for n in args[2].split(",")) if len(args) > 2 else (0, 10, 100, 1000)
-    main(int(args[0]) if args else 5000, (args[1] or None) if len(args) > 1 else None, chosen)
+    main(
+        int(args[0]) if args else 5000,
+        (args[1] or None) if len(args) > 1 else None,
+        chosen,
+        quiet=len(args) > 3 and args[3] == "quiet",
+    )

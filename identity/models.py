@@ -278,6 +278,8 @@ class ProfileEvent(Base):
     workspace_id: Mapped[str] = mapped_column(String(63))
     profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the event's type, copied: history by type then needs no join with ``events``
+    type: Mapped[str] = mapped_column(String(64))
 
 
 #: Tables whose ``workspace_id`` has no foreign key. Why: they are derived from the event

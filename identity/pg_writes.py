@@ -47,10 +47,10 @@ _ADD_CHANNEL_COUNTS = text(
 )
 
 _ADD_PROFILE_EVENTS = text(
-    "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at)"
-    " SELECT u.event_id, u.workspace_id, u.profile_id, u.occurred_at"
-    " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
-    " AS u(event_id bigint, workspace_id text, profile_id text, occurred_at timestamptz)"
+    "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at, type)"
+    " SELECT u.event_id, u.workspace_id, u.profile_id, u.occurred_at, u.type"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(event_id bigint,"
+    " workspace_id text, profile_id text, occurred_at timestamptz, type text)"
     " ON CONFLICT (event_id) DO NOTHING"
 )
 

@@ -254,6 +254,7 @@ def plan_events(
                 "workspace_id": workspace_id,
                 "profile_id": final,
                 "occurred_at": event.occurred_at,
+                "type": event.type,
             }
         )
     new = set(graph.new_profiles)

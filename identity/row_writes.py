@@ -39,8 +39,8 @@ _ADD_CHANNEL_COUNTS = (
     " DO UPDATE SET count = profile_channel_counts.count + excluded.count"
 )
 _ADD_PROFILE_EVENTS = (
-    "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at)"
-    " VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+    "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at, type)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 
 _ADD_IDENTIFIERS = (
@@ -163,7 +163,13 @@ def add_profile_events(session: Session, rows: list[dict[str, Any]]) -> None:
         session,
         _ADD_PROFILE_EVENTS,
         [
-            (r["event_id"], r["workspace_id"], r["profile_id"], sqlite_time(r["occurred_at"]))
+            (
+                r["event_id"],
+                r["workspace_id"],
+                r["profile_id"],
+                sqlite_time(r["occurred_at"]),
+                r["type"],
+            )
             for r in rows
         ],
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -107,8 +107,13 @@ class _Options:
         workspace_id: str,
         events: Sequence[StoredEvent],
         plan: IdentityPlan,
+        replayed: Collection[int],
     ) -> None:
-        """Fire the rules; the identity plan just written says which profile has each event."""
+        """Fire the rules; the identity plan just written says which profile has each event.
+
+        Only replayed events can have firings already: a batch's firings commit with it,
+        and only a queued (never committed) batch is processed.
+        """
         fire_rules(
             session,
             workspace_id,
@@ -117,6 +122,7 @@ class _Options:
             loyalty_config=self.loyalty,
             default_region=self.region,
             channel_caps=self.channel_caps,
+            fired_before=replayed,
         )
 
 
@@ -128,7 +134,7 @@ def _process_locked(db: Database, batch_ids: Sequence[int], options: _Options) -
             for work in works:
                 plan = identity.apply_events(session, work.workspace_id, work.events, config=config)
                 consent.apply_events(session, work.workspace_id, work.events)
-                options.fire(session, work.workspace_id, work.events, plan)
+                options.fire(session, work.workspace_id, work.events, plan, work.replayed)
             complete_batches(session, works)
     except Exception as exc:
         if is_transient(exc):  # recorded on the batch by the caller, unless retried at once
@@ -171,7 +177,7 @@ def _process_optimistically(
             for work, plan in zip(works, plans, strict=True):
                 identity.write_plan(session, plan)
                 consent.apply_events(session, work.workspace_id, work.events)
-                options.fire(session, work.workspace_id, work.events, plan)
+                options.fire(session, work.workspace_id, work.events, plan, work.replayed)
     except Exception as exc:
         log.debug("optimistic_batch_retry", batch_ids=list(batch_ids), error=str(exc))
         return None
@@ -196,7 +202,7 @@ def _isolating(db: Database, batch_ids: Sequence[int], options: _Options) -> int
                                 session, work.workspace_id, [event], config=options.identity
                             )
                             consent.apply_events(session, work.workspace_id, [event])
-                            options.fire(session, work.workspace_id, [event], plan)
+                            options.fire(session, work.workspace_id, [event], plan, work.replayed)
                         processed += 1
                     except Exception as exc:
                         if is_transient(exc):

@@ -310,8 +310,12 @@ class LoyaltyBatch:
             planned = [(row, left) for row, left in planned if row["idempotency_key"] not in seen]
         if not planned:
             return 0
-        insert = ENTRIES.insert().returning(ENTRIES.c.id, sort_by_parameter_order=True)
-        ids = self.session.scalars(insert, [row for row, _ in planned]).all()
+        # Ids matched back by key, not by order: ``sort_by_parameter_order`` made SQLite
+        # insert one row per statement (a thousand statements for a thousand entries).
+        insert = ENTRIES.insert().returning(ENTRIES.c.idempotency_key, ENTRIES.c.id)
+        written = self.session.execute(insert, [row for row, _ in planned])
+        by_key = {str(key): int(entry_id) for key, entry_id in written}
+        ids = [by_key[row["idempotency_key"]] for row, _ in planned]
         announced = [
             points_changed(
                 row["profile_id"],

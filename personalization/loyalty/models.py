@@ -34,7 +34,16 @@ class LoyaltyEntry(Base):
     __tablename__ = "loyalty_entries"
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key", name="uq_loyalty_entries_idempotency"),
-        Index("ix_loyalty_entries_profile", "workspace_id", "profile_id", "id"),
+        # kind, time and points too: a batch sums balances from the index alone (0017)
+        Index(
+            "ix_loyalty_entries_profile",
+            "workspace_id",
+            "profile_id",
+            "id",
+            "kind",
+            "created_at",
+            "points",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -130,12 +130,15 @@ def fire_rules(
     default_region: str = "US",
     channel_caps: Mapping[str, Cap] | None = None,
     profiles: Mapping[int, str] | None = None,
+    fired_before: Collection[int] | None = None,
 ) -> FireStats:
     """Fire the rules of ``workspace_id`` for processed ``events`` (see the module doc).
 
     Call it after identity's writes, in the batch's transaction. ``rules``: an index, the
     rules themselves, or ``None`` for the workspace's stored rules (cached). ``profiles``:
     event id -> profile, when the caller knows it (identity's plan), else it is read.
+    ``fired_before``: the only events that may have firings written already (a batch
+    processed for the first time has none: its firings commit with it), else all may.
     """
     stats = FireStats(events=len(events))
     firings = decide(
@@ -149,6 +152,7 @@ def fire_rules(
         default_region=default_region,
         channel_caps=channel_caps,
         profiles=profiles,
+        fired_before=fired_before,
     )
     if firings is not None:
         firings.flush()
@@ -168,6 +172,7 @@ def decide(
     channel_caps: Mapping[str, Cap] | None = None,
     dry_run: bool = False,
     profiles: Mapping[int, str] | None = None,
+    fired_before: Collection[int] | None = None,
 ) -> Firings | None:
     """Evaluate and decide every firing of ``events``, writing nothing yet.
 
@@ -189,7 +194,9 @@ def decide(
     if profiles is None:
         profiles = profiles_of_events(session, workspace_id, [event.id for event, _ in pending])
     pending = [(e, c) for e, c in pending if e.id in profiles]  # erased or failed: nobody
-    reads = BatchReads.read(session, workspace_id, pending, profiles, prior=not dry_run)
+    if dry_run:
+        fired_before = ()
+    reads = BatchReads.read(session, workspace_id, pending, profiles, prior=fired_before)
     survivors = set(profiles.values())
     earning = {profiles[event.id] for event, candidates in pending if candidates.ledger}
     reading = {profiles[event.id] for event, candidates in pending if candidates.loyalty}

@@ -122,14 +122,15 @@ def matching_events(
     query: Select[Any], event_type: str | None, channel: str | None, *, join: bool
 ) -> Select[Any]:
     """``query`` over ``profile_events`` narrowed to an aggregate's type (``order.*``:
-    a prefix) and channel, joined with ``events`` when those (or ``join``) need it."""
-    if join or event_type is not None or channel is not None:
+    a prefix) and channel, joined with ``events`` when the channel (or ``join``) needs
+    it; the type is on ``profile_events`` itself, in an index with the profile and time."""
+    if join or channel is not None:
         query = query.join(Event, Event.id == ProfileEvent.event_id)
     if event_type is not None:
         if event_type.endswith(".*"):
-            query = query.where(Event.type.startswith(event_type[:-1], autoescape=True))
+            query = query.where(ProfileEvent.type.startswith(event_type[:-1], autoescape=True))
         else:
-            query = query.where(Event.type == event_type)
+            query = query.where(ProfileEvent.type == event_type)
     if channel is not None:
         query = query.where(Event.channel == channel)
     return query

@@ -23,6 +23,8 @@ from personalization.rules.vocabulary import ACTIONS_BY_TYPE, HistoryAggregate
 LEDGER_ACTIONS = frozenset({"award_points", "deduct_points", "set_tier"})
 #: templates naming these may read labels (rule-set traits extend ``profile.traits``)
 _LABEL_WORDS = re.compile(r"\b(traits|tags|segments)\b")
+#: actions that read nothing of the profile (its id only): points, tiers, labels, events
+_PROFILE_FREE_ACTIONS = LEDGER_ACTIONS | frozenset(ACTION_CHANGES) | {"emit_webhook"}
 #: event types whose candidates are kept (then the cache starts over)
 _CACHE_TYPES = 4096
 
@@ -43,6 +45,9 @@ class Candidates:
     labels: bool
     #: points or tier are read (conditions, templates) or changed
     loyalty: bool
+    #: the profile's row, identifiers or consent are read (conditions, templates,
+    #: messages, quiet hours); else the batch does not read them for this event
+    profile: bool = True
 
 
 class RuleIndex:
@@ -101,6 +106,7 @@ class RuleIndex:
                 any(a.type in LEDGER_ACTIONS for rule in rules for a in rule.actions),
                 any(_uses_labels(rule) for rule in rules),
                 any(_uses_loyalty(rule) for rule in rules),
+                any(_uses_profile(rule) for rule in rules),
             )
         return found
 
@@ -137,6 +143,18 @@ def _uses_labels(rule: CompiledRule) -> bool:
         and leaf.field.path[:1] in (("tags",), ("segments",), ("traits",))
         for leaf in leaves(rule.conditions)
     )
+
+
+def _uses_profile(rule: CompiledRule) -> bool:
+    """Does the rule read the profile: its conditions, or an action other than points,
+    tiers, labels and custom events (messages need its address, consent and templates)?"""
+    if rule.guards.quiet_hours is not None:  # the time zone trait
+        return True
+    if any(action.type not in _PROFILE_FREE_ACTIONS for action in rule.actions):
+        return True
+    if _templates(rule):
+        return True
+    return any(leaf.field.scope == "profile" for leaf in leaves(rule.conditions))
 
 
 def _uses_loyalty(rule: CompiledRule) -> bool:

@@ -79,7 +79,8 @@ class RuleFiring(Base):
 
     __tablename__ = "rule_firings"
     __table_args__ = (
-        UniqueConstraint("workspace_id", "rule_id", "event_id", name="uq_rule_firings_event"),
+        # event first: a batch reads its events' firings by event id (see migration 0017)
+        UniqueConstraint("workspace_id", "event_id", "rule_id", name="uq_rule_firings_event"),
         Index("ix_rule_firings_rule", "workspace_id", "rule_id", "id"),
         Index("ix_rule_firings_profile", "workspace_id", "profile_id", "created_at"),
     )

@@ -13,7 +13,7 @@ the actions of the events before it in the batch (:class:`BatchLoyalty`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -61,6 +61,8 @@ class BatchReads:
     history: dict[int, dict[Any, Any]] = field(default_factory=dict)
     #: (rule id, event id) -> the firing row written before
     prior: dict[tuple[str, int], Prior] = field(default_factory=dict)
+    #: the profiles whose rows, identifiers and consent were read
+    read_profiles: set[str] = field(default_factory=set)
 
     @classmethod
     def read(
@@ -70,15 +72,15 @@ class BatchReads:
         pending: Sequence[tuple[StoredEvent, Candidates]],
         profiles: Mapping[int, str],
         *,
-        prior: bool = True,
+        prior: Collection[int] | None = None,
     ) -> BatchReads:
-        """``prior``: read the firings already written (not for a dry run)."""
+        """``prior``: the events whose firings already written are read (``None``: all)."""
         reads = cls(session, workspace_id)
-        chosen = sorted(set(profiles.values()))
-        reads._read_profiles(chosen)
-        reads._read_consent()
-        if prior:
-            reads._read_prior([event.id for event, _ in pending])
+        # only where a candidate rule reads the profile (points rules on page views do not)
+        reads._read_profiles(sorted({profiles[e.id] for e, c in pending if c.profile}))
+        may_have = [e.id for e, _ in pending if prior is None or e.id in prior]
+        if may_have:
+            reads._read_prior(may_have)
         requests = []
         for event, candidates in pending:
             profile_id = profiles.get(event.id)
@@ -91,7 +93,9 @@ class BatchReads:
         return reads
 
     def _read_profiles(self, chosen: list[str]) -> None:
+        """Rows, identifiers, then the consent of their addresses."""
         session, ws = self.session, self.workspace_id
+        self.read_profiles.update(chosen)
         for start in range(0, len(chosen), _CHUNK):
             part = chosen[start : start + _CHUNK]
             for row in session.execute(
@@ -120,11 +124,13 @@ class BatchReads:
                 .order_by(ProfileIdentifier.last_seen_at)
             ):
                 self.identifiers.setdefault(pid, {})[kind] = value  # the most recent one wins
+        self._read_consent(chosen)
 
-    def _read_consent(self) -> None:
+    def _read_consent(self, chosen: list[str]) -> None:
         wanted = {
             (channel, found[kind])
-            for found in self.identifiers.values()
+            for profile_id in chosen
+            if (found := self.identifiers.get(profile_id))
             for channel, kind in ADDRESS_KIND.items()
             if kind in found
         }
@@ -176,7 +182,13 @@ class BatchReads:
         loyalty: BatchLoyalty,
         extra: Mapping[str, Any] | None = None,
     ) -> Context:
-        """One event's context; ``extra`` adds profile keys (tags, segments, rule traits)."""
+        """One event's context; ``extra`` adds profile keys (tags, segments, rule traits).
+
+        A profile not read with the batch (no candidate of its events needed it, but a
+        derived event's does) is read now.
+        """
+        if candidates.profile and profile_id not in self.read_profiles:
+            self._read_profiles([profile_id])
         profile: dict[str, Any] = {"id": profile_id, **self.rows.get(profile_id, {})}
         profile["identifiers"] = dict(self.identifiers.get(profile_id, {}))
         profile["consent"] = self.consent_of(profile_id)

@@ -113,3 +113,67 @@ def test_migrations_build_exactly_the_schema_the_models_declare(
         assert diff == []
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url"])
+def test_0017_0018_keep_firings_and_fill_profile_event_types(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """Down to 0016 and up again: firings, ledger and timeline rows survive, types filled."""
+    from personalization.rules import apply_rule_set, check_rule_set
+    from pipeline import ingest
+    from pipeline.outbox import relay
+    from workers.processing import process_batches
+
+    db = Database.connect(request.getfixturevalue(url_fixture))
+    try:
+        upgrade(db)
+        rules = {
+            "rules": [
+                {
+                    "id": "points",
+                    "name": "points",
+                    "trigger": {"types": ["order.completed"]},
+                    "actions": [{"type": "award_points", "points": 5}],
+                }
+            ]
+        }
+        items = [
+            {
+                "message_id": f"m-{n}",
+                "channel": "pos",
+                "type": "order.completed" if n % 2 else "page.viewed",
+                "occurred_at": f"2026-11-0{1 + n}T10:00:00Z",
+                "identifiers": {"email": "ann@example.com"},
+            }
+            for n in range(4)
+        ]
+        with db.write() as session:
+            apply_rule_set(session, "default", check_rule_set(rules), source="test")
+            ingest(session, items, workspace_id="default", default_region="US")
+        published: list[list[int]] = []
+        relay(db, published.append, batch_size=500, lease_seconds=60)
+        for message in published:
+            process_batches(db, message)
+        query = text(
+            "SELECT e.message_id, pe.type, e.type FROM profile_events pe"
+            " JOIN events e ON e.id = pe.event_id ORDER BY e.message_id"
+        )
+        with db.engine.connect() as conn:
+            before = conn.execute(query).all()
+        assert [(m, t) for m, t, _ in before] == [
+            ("m-0", "page.viewed"),
+            ("m-1", "order.completed"),
+            ("m-2", "page.viewed"),
+            ("m-3", "order.completed"),
+        ]
+        downgrade(db, "0016")
+        upgrade(db)
+        with db.engine.connect() as conn:
+            after = conn.execute(query).all()
+            firings = conn.execute(text("SELECT count(*) FROM rule_firings")).scalar_one()
+            points = conn.execute(text("SELECT sum(points) FROM loyalty_entries")).scalar_one()
+        assert after == before and all(copied == original for _, copied, original in after)
+        assert (firings, points) == (2, 10)
+    finally:
+        db.dispose()
