@@ -248,14 +248,22 @@ def _read_rows(
         if start is not None:
             query = query.where(ProfileEvent.occurred_at >= start)
         query = query.order_by(ProfileEvent.profile_id, ProfileEvent.occurred_at)
-        for row in session.execute(query):
-            properties = row.properties if names else None
-            for name in [None, *names]:
-                rows = found.get((row.profile_id, name))
+        if not names:  # counts and recency (most queries): one list per profile
+            for profile_id, event_id, occurred_at in session.execute(query):
+                rows = found.get((profile_id, None))
                 if rows is None:
-                    rows = found[(row.profile_id, name)] = _Rows([], [], [])
-                rows.times.append(row.occurred_at)
-                rows.event_ids.append(row.event_id)
+                    rows = found[(profile_id, None)] = _Rows([], [], [])
+                rows.times.append(occurred_at)
+                rows.event_ids.append(event_id)
+                rows.values.append(None)
+            continue
+        for profile_id, event_id, occurred_at, properties in session.execute(query):
+            for name in (None, *names):
+                rows = found.get((profile_id, name))
+                if rows is None:
+                    rows = found[(profile_id, name)] = _Rows([], [], [])
+                rows.times.append(occurred_at)
+                rows.event_ids.append(event_id)
                 rows.values.append(_number(properties, name))
     return found
 
