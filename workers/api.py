@@ -13,6 +13,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
@@ -45,6 +47,7 @@ from workers.api_webhooks import webhooks_router
 from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
 from workers.group_writer import GroupWriter
+from workers.openapi import install as install_openapi
 from workers.problems import Problem
 from workers.profile_view import full_profile
 from workers.relay_trigger import RelayTrigger
@@ -95,9 +98,20 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI's own errors (no such route, wrong method, an unreadable declared body)
+        in the same problem+json form as the hub's."""
+        title = HTTPStatus(exc.status_code).phrase
+        response = Problem(exc.status_code, title, str(exc.detail)).response()
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _invalid_query(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":  # a declared body that is not JSON
+            return Problem(400, "Malformed JSON", "body is not valid JSON", "body").response()
         field = str(first["loc"][-1]) if first.get("loc") else "query"
         return Problem(400, "Invalid request", str(first.get("msg", "invalid")), field).response()
 
@@ -390,6 +404,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(loyalty_router(runtime, admin))
     app.include_router(labels_router(runtime, admin))
     app.include_router(webhooks_router(runtime, admin))
+    install_openapi(app)
     return app
 
 

@@ -88,7 +88,7 @@ def actions_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
             wake(queued.action.id)
         return answer, queued.created
 
-    @router.post("/v1/actions")
+    @router.post("/v1/actions", status_code=202)
     async def post_action(request: Request) -> JSONResponse:
         """Queue an ``email.send``, ``email.reply`` or ``sms.send``; delivery starts at once."""
         workspace = admin_workspace(request, admin_tokens)
@@ -130,7 +130,7 @@ def actions_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
             items = [action_view(action) for action in found]
         return {"actions": items, "next_after": found[-1].id if len(found) == limit else None}
 
-    @router.post("/v1/actions/{action_id}/retry")
+    @router.post("/v1/actions/{action_id}/retry", status_code=202)
     def post_retry(action_id: str, request: Request) -> JSONResponse:
         """Queue a ``failed`` action again (a fresh budget of attempts)."""
         workspace = admin_workspace(request, admin_tokens)

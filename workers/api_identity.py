@@ -153,7 +153,7 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
                 ingest(session, [link], workspace_id=workspace, default_region=region)
         return {**view, "link_message_id": link["message_id"] if link else None}
 
-    @router.post("/v1/identity/links")
+    @router.post("/v1/identity/links", status_code=202)
     async def post_link(request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         try:

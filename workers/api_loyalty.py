@@ -38,6 +38,10 @@ from workers.problems import Problem
 from workers.runtime import Runtime
 
 ENTRY_KINDS = {"earn": award, "redeem": deduct, "adjust": adjust}
+#: an entry or redemption sent again with its idempotency key: the first one, 200
+_ALREADY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "already recorded under this idempotency key"}
+}
 
 
 def profile_loyalty(
@@ -71,7 +75,7 @@ def loyalty_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
                 session, workspace, profile_id, config=config, limit=limit, before=before
             )
 
-    @router.post("/v1/profiles/{profile_id}/loyalty/entries")
+    @router.post("/v1/profiles/{profile_id}/loyalty/entries", status_code=201, responses=_ALREADY)
     async def post_entry(profile_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         body = await _body(request)
@@ -103,7 +107,9 @@ def loyalty_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
 
         return _posted(await run_in_threadpool(write))
 
-    @router.post("/v1/profiles/{profile_id}/loyalty/redemptions")
+    @router.post(
+        "/v1/profiles/{profile_id}/loyalty/redemptions", status_code=201, responses=_ALREADY
+    )
     async def post_redemption(profile_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         body = await _body(request)

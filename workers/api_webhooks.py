@@ -66,7 +66,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
     db = runtime.db
     allow_private = runtime.settings.webhook_allow_private
 
-    @router.post(PATH)
+    @router.post(PATH, status_code=201)
     async def post_endpoint(request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         body = _fields(await _body(request))
@@ -183,14 +183,14 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
         with _problems(), db.read() as session:
             return get_delivery(session, workspace, delivery_id)
 
-    @router.post(DELIVERIES + "/{delivery_id}/retry")
+    @router.post(DELIVERIES + "/{delivery_id}/retry", status_code=202)
     def post_retry(delivery_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         with _problems(), db.write() as session:
             view = retry_delivery(session, workspace, delivery_id, now=utcnow())
         return JSONResponse(view, status_code=202)
 
-    @router.post(PATH + "/{endpoint_id}/replay")
+    @router.post(PATH + "/{endpoint_id}/replay", status_code=202)
     async def post_replay(endpoint_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
         body = await _body(request)
