@@ -47,7 +47,15 @@ def normalize_phone(value: str, default_region: str) -> str:
         raise ValueError(f"not a phone number: {value!r} ({exc})") from None
     if not phonenumbers.is_possible_number(number):
         raise ValueError(f"not a possible phone number: {value!r}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if len(e164) > 16:  # E.164: at most 15 digits after the +
+        raise ValueError(f"not a phone number: {value!r} (over 15 digits)")
+    # Leading zeros a country does not keep ("000000" in DE: +4900000) make an E.164 text
+    # that reads back as another number; such a key would not be stable (found by Hypothesis).
+    again = phonenumbers.parse(e164, None)
+    if phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
+        raise ValueError(f"not a usable phone number: {value!r} (leading zeros)")
+    return e164
 
 
 def normalize_identifier(kind: str, value: object, default_region: str) -> str:

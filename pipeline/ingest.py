@@ -119,6 +119,10 @@ def prepare(
         if isinstance(item, Touchpoint):
             message_id: str | None = item.message_id
             values: dict[str, Any] | None = item.__dict__
+        elif not isinstance(item, Mapping):  # a library caller's list item of another type
+            reason = f"a touchpoint must be an object, not {type(item).__name__}"
+            results.append(IngestResult(index, None, "rejected", "touchpoint", reason))
+            continue
         else:
             message_id, values = _raw_id(item), touchpoint_values(item)
         try:
