@@ -69,6 +69,9 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     max_request_bytes: int = 512 * 1024
     max_event_bytes: int = 32 * 1024
+    #: requests a second per write key in each API process (0: no limit), and the burst
+    rate_limit: float = 0.0
+    rate_burst: int = 100
     #: browser origins allowed to call the tracking API (``*`` for any); empty: no CORS
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -411,6 +414,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_synchronous=sync,
         max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
         max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),
+        rate_limit=_float(env, "ECRM_RATE_LIMIT", 0.0, 0.0),
+        rate_burst=_int(env, "ECRM_RATE_BURST", 100, 1, 1_000_000),
         cors_origins=parse_origins(env.get("ECRM_CORS_ORIGINS", "")),
         log_level=(env.get("ECRM_LOG_LEVEL") or "INFO").upper(),
         log_json=(env.get("ECRM_LOG_FORMAT") or "console").lower() == "json",

@@ -48,8 +48,10 @@ from workers.auth import admin_workspace, match_secret
 from workers.celery_app import configure
 from workers.group_writer import GroupWriter
 from workers.openapi import install as install_openapi
+from workers.params import Cursor
 from workers.problems import Problem
 from workers.profile_view import full_profile
+from workers.rate_limit import RateLimiter
 from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
@@ -72,6 +74,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     relay = RelayTrigger(runtime)
     celery = configure(settings)
     admin = {settings.admin_token: "default"} if settings.admin_token else {}
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -152,6 +155,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         workspace = match_secret(candidate, dict(settings.write_keys))
         if workspace is None:
             raise Problem(401, "Unauthorized", "unknown write key")
+        wait = limiter.retry_after(candidate)
+        if wait is not None:
+            detail = f"over {settings.rate_limit:g} requests/s for this write key (ECRM_RATE_LIMIT)"
+            problem = Problem(429, "Too Many Requests", detail, "writeKey")
+            problem.headers["Retry-After"] = str(wait)
+            raise problem
         return workspace
 
     async def authenticated_json(request: Request, limit: int | None = None) -> tuple[str, Any]:
@@ -310,7 +319,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/events")
     def get_events(
-        request: Request, status: str | None = None, after: int = 0, limit: int = 100
+        request: Request, status: str | None = None, after: Cursor = 0, limit: int = 100
     ) -> dict[str, Any]:
         workspace = workspace_for_admin(request)
         if status is not None and status not in EVENT_STATUSES:

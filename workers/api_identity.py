@@ -24,6 +24,7 @@ from identity.views import list_conflicts, list_shared, set_sharing
 from pipeline import IngestResult, ValidationError, ingest, utcnow
 from pipeline.identifiers import normalize_identifier
 from workers.auth import admin_workspace
+from workers.params import Cursor, RowId
 from workers.problems import Problem
 from workers.runtime import Runtime
 from workers.unmerge_flow import unmerge_profile
@@ -77,7 +78,7 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
 
     @router.get("/v1/identity/conflicts")
     def get_conflicts(
-        request: Request, profile_id: str | None = None, after: int = 0, limit: int = 100
+        request: Request, profile_id: str | None = None, after: Cursor = 0, limit: int = 100
     ) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         if not 1 <= limit <= 1000:
@@ -116,7 +117,7 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
 
     @router.get("/v1/identity/reviews")
     def get_reviews(
-        request: Request, status: str = "pending", after: int = 0, limit: int = 100
+        request: Request, status: str = "pending", after: Cursor = 0, limit: int = 100
     ) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         if status not in REVIEW_STATUSES:
@@ -130,7 +131,7 @@ def identity_router(runtime: Runtime, admin_tokens: Mapping[str, str], store: St
         return {"reviews": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
     @router.post("/v1/identity/reviews/{review_id}")
-    def post_review(review_id: int, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def post_review(review_id: RowId, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         decision = body.get("decision")
         if decision not in ("accept", "reject"):

@@ -34,6 +34,7 @@ from personalization.loyalty import (
 )
 from pipeline import ValidationError
 from workers.auth import admin_workspace
+from workers.params import OptionalCursor
 from workers.problems import Problem
 from workers.runtime import Runtime
 
@@ -65,7 +66,7 @@ def loyalty_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
 
     @router.get("/v1/profiles/{profile_id}/loyalty")
     def get_loyalty(
-        profile_id: str, request: Request, limit: int = 50, before: int | None = None
+        profile_id: str, request: Request, limit: int = 50, before: OptionalCursor = None
     ) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         if not 1 <= limit <= 500:

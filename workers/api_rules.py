@@ -37,6 +37,7 @@ from personalization.rules.firings import list_firings
 from personalization.rules.rehearse import rehearse
 from pipeline import ValidationError
 from workers.auth import admin_workspace
+from workers.params import OptionalCursor
 from workers.problems import Problem
 from workers.rules_period import period_start
 from workers.runtime import Runtime
@@ -134,7 +135,7 @@ def rules_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRouter
 
     @router.get("/v1/rules/{rule_id}/firings")
     def get_firings(
-        rule_id: str, request: Request, after: int | None = None, limit: int = 50
+        rule_id: str, request: Request, after: OptionalCursor = None, limit: int = 50
     ) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         if not 1 <= limit <= 500:

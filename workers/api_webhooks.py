@@ -44,6 +44,7 @@ from connectors.webhooks.endpoints import (
 )
 from pipeline import ValidationError, utcnow
 from workers.auth import admin_workspace
+from workers.params import OptionalCursor
 from workers.problems import Problem
 from workers.rules_period import period_start
 from workers.runtime import Runtime
@@ -161,7 +162,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
         endpoint: str | None = None,
         status: str | None = None,
         profile: str | None = None,
-        before: int | None = None,
+        before: OptionalCursor = None,
         limit: int = 100,
     ) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)

@@ -20,6 +20,8 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.title, self.detail, self.field = status, title, detail, field
         self.extra: dict[str, Any] = {}
+        #: response headers (``Retry-After`` of a 429)
+        self.headers: dict[str, str] = {}
 
     def response(self) -> JSONResponse:
         body: dict[str, Any] = {"type": "about:blank", "title": self.title}
@@ -27,7 +29,8 @@ class Problem(Exception):
         if self.field:
             body["field"] = self.field
         body.update(self.extra)
-        headers = {"WWW-Authenticate": "Basic"} if self.status == 401 else None
+        headers = {"WWW-Authenticate": "Basic"} if self.status == 401 else {}
+        headers.update(self.headers)
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM, headers=headers)
 
 

@@ -175,3 +175,28 @@ def test_framework_errors_are_problems_too(hub: Hub) -> None:
     assert garbled.status_code == 400 and garbled.json()["field"] == "body"
     for answer in (missing, wrong, garbled):
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v1/events?after=99999999999999999999", "after"),
+        ("GET", "/v1/events?after=-1", "after"),
+        ("GET", "/v1/identity/conflicts?after=99999999999999999999", "after"),
+        ("GET", "/v1/identity/reviews?after=99999999999999999999", "after"),
+        ("GET", "/v1/webhooks/deliveries?before=99999999999999999999", "before"),
+        ("POST", "/v1/identity/reviews/99999999999999999999", "review_id"),
+    ],
+)
+def test_ids_beyond_64_bits_are_refused_not_500(
+    hub: Hub, method: str, path: str, field: str
+) -> None:
+    """Found by the generated requests above: the drivers raised on such numbers."""
+    answer = httpx.request(
+        method,
+        f"{hub.base_url}{path}",
+        json={"decision": "accept"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    assert (answer.status_code, answer.json()["field"]) == (400, field)
