@@ -352,3 +352,21 @@ def hub_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]
     yield make
     for hub in hubs:
         hub.stop()
+
+
+@contextlib.contextmanager
+def sqlite_hub(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    extra_env: dict[str, str],
+    *commands: tuple[str, ...],
+) -> Iterator[Hub]:
+    """A hub on the embedded default running ``commands``, for a module-scoped fixture."""
+    home = tmp_path_factory.mktemp(name) / "home"
+    found = load_settings({"ECRM_HOME": str(home)})
+    hub = Hub(home, found.database_url, found.broker_url, extra_env=extra_env)
+    try:
+        hub.launch(*commands)
+        yield hub
+    finally:
+        hub.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from conftest import ADMIN_TOKEN, Hub, basic_auth
+from conftest import ADMIN_TOKEN, Hub, basic_auth, sqlite_hub
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -28,8 +28,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from pipeline import load_settings
 
 #: examples per operation and mode (59 operations: about a minute for both modes)
 EXAMPLES = 12
@@ -54,20 +52,10 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    home = tmp_path_factory.mktemp("openapi") / "home"
-    found = load_settings({"ECRM_HOME": str(home)})
-    hub = Hub(
-        home,
-        found.database_url,
-        found.broker_url,
-        extra_env={"ECRM_TWILIO_AUTH_TOKEN": "twilio-auth-token-for-tests"},
-    )
-    try:
-        hub.launch(("serve",), ("worker", "--beat"))
+    env = {"ECRM_TWILIO_AUTH_TOKEN": "twilio-auth-token-for-tests"}
+    with sqlite_hub(tmp_path_factory, "openapi", env, ("serve",), ("worker", "--beat")) as hub:
         _seed(hub)
         yield hub
-    finally:
-        hub.stop()
 
 
 def _seed(hub: Hub) -> None:

@@ -12,32 +12,20 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import WRITE_KEY, Hub, basic_auth
-
-from pipeline import load_settings
+from conftest import WRITE_KEY, Hub, basic_auth, sqlite_hub
 
 OTHER_KEY = "wk_other_source_42"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    home = tmp_path_factory.mktemp("rate-limit") / "home"
-    found = load_settings({"ECRM_HOME": str(home)})
-    hub = Hub(
-        home,
-        found.database_url,
-        found.broker_url,
-        extra_env={
-            "ECRM_WRITE_KEYS": f"{WRITE_KEY},{OTHER_KEY}",
-            "ECRM_RATE_LIMIT": "0.2",
-            "ECRM_RATE_BURST": "3",
-        },
-    )
-    try:
-        hub.launch(("serve",))
+    env = {
+        "ECRM_WRITE_KEYS": f"{WRITE_KEY},{OTHER_KEY}",
+        "ECRM_RATE_LIMIT": "0.2",
+        "ECRM_RATE_BURST": "3",
+    }
+    with sqlite_hub(tmp_path_factory, "rate-limit", env, ("serve",)) as hub:
         yield hub
-    finally:
-        hub.stop()
 
 
 def track(client: httpx.Client, key: str, message_id: str) -> httpx.Response:
