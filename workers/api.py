@@ -17,12 +17,14 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.pos.http import TooManyTransactions, read_transactions
@@ -56,6 +58,9 @@ from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
 MAX_BATCH_MESSAGES = 2500
+#: what a 503 for an unavailable database tells clients to wait
+DATABASE_RETRY_AFTER_SECONDS = 5
+log = structlog.get_logger(__name__)
 SHORT_PATHS = {
     "t": "track",
     "i": "identify",
@@ -100,6 +105,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_: Request, exc: OperationalError) -> Response:
+        """The database is down, unreachable or busy: a 503 the client retries, not a 500."""
+        log.warning("database_unavailable", error=str(exc.orig)[:300])
+        detail = (
+            "the database is unavailable; send the request again later (a messageId makes "
+            "that safe: an event stored before the failure is not counted twice)"
+        )
+        problem = Problem(503, "Service Unavailable", detail)
+        problem.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return problem.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

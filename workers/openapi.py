@@ -5,8 +5,8 @@ bodies themselves (a fast path for ingest, and one problem+json answer naming th
 every mistake), so FastAPI sees no request body; and it documents its own 422 for a bad
 query parameter, which the hub answers as 400 problem+json. This module adds, in one place,
 the request bodies clients send, the problem+json answer every client error gets, and the
-few server answers that are part of the contract (503 from ``/healthz`` and the Twilio
-webhooks when they are not configured). ``tests/e2e/test_openapi.py`` runs Schemathesis
+503 any route answers while the database is unavailable (and the Twilio webhooks while
+they are not configured), with ``Retry-After``. ``tests/e2e/test_openapi.py`` runs Schemathesis
 against a live hub with this document: no 5xx, and every answer as documented.
 """
 
@@ -230,15 +230,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)  # a bad query parameter is a 400 problem, see above
             responses["4XX"] = deepcopy(problem)
+            responses["503"] = deepcopy(unavailable)
             if path == "/metrics":  # Prometheus' text exposition format
                 responses["200"] = {
                     "description": "the hub's metrics, for Prometheus",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 }
-            elif path == "/healthz":
+            elif path == "/healthz":  # its own body, not a problem
                 responses["503"] = {"description": "the database or the broker is unreachable"}
-            elif path.startswith("/v1/twilio/"):
-                responses["503"] = deepcopy(unavailable)
             body = REQUEST_BODIES.get((method, path))
             if body is not None:
                 operation["requestBody"] = {
