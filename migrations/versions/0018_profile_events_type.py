@@ -10,9 +10,9 @@ time. With the type only on ``events``, each of the profile's events was looked 
 (a join per row, with the event's whole row read). The type is copied onto
 ``profile_events`` (events are immutable, so it never goes stale): the timeline index
 finds the profile's rows in the time range and the type is read from the small row
-itself. (An index with the type as well made counting index-only, but cost the worker
-about 15% of its no-rules throughput, measured, so it was left out.) Existing rows are
-filled from ``events``.
+itself. (An index with the type as well made counting index-only, but cost 4-8% of the
+no-rules pipeline's throughput in interleaved runs and gained nothing at 20-40 events a
+profile, so it was left out.) Existing rows are filled from ``events``.
 """
 
 from collections.abc import Sequence

@@ -123,7 +123,7 @@ def matching_events(
 ) -> Select[Any]:
     """``query`` over ``profile_events`` narrowed to an aggregate's type (``order.*``:
     a prefix) and channel, joined with ``events`` when the channel (or ``join``) needs
-    it; the type is on ``profile_events`` itself, in an index with the profile and time."""
+    it; the type is on ``profile_events`` itself (the timeline index finds the rows)."""
     if join or channel is not None:
         query = query.join(Event, Event.id == ProfileEvent.event_id)
     if event_type is not None:
