@@ -110,6 +110,20 @@ def processed(hub: Hub) -> int:
     return int(float(found.group(1))) if found else 0
 
 
+#: small batches and a short lease, so a fault lands while batches are in flight
+HUB_ENV = {"ECRM_BATCH_SIZE": "25", "ECRM_BATCH_LEASE_SECONDS": "3"}
+
+
+def ingested_hub(
+    hub_factory: Any, backend: str, web: list[dict[str, Any]], pos: list[dict[str, Any]]
+) -> Hub:
+    """API and scheduler running on ``backend`` with the stream ingested; no worker yet."""
+    hub: Hub = hub_factory(backend, **HUB_ENV, ECRM_WORKER_CONCURRENCY="2")
+    hub.launch(("serve",), ("scheduler",))
+    send(hub, web, pos)
+    return hub
+
+
 def send(hub: Hub, web: list[dict[str, Any]], pos: list[dict[str, Any]]) -> None:
     """Apply the rules, then send the stream (50 messages a request, 4 at a time)."""
     with hub.admin() as admin:

@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import Hub
-from mixed_stream import check_effects, processed, send, stream, wait_processed
+from mixed_stream import check_effects, ingested_hub, processed, stream, wait_processed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,15 +62,8 @@ def test_broker_dropping_the_hub_mid_stream_changes_no_effect(
 ) -> None:
     web, pos, expected = stream(seed=12)
     total = len(web) + len(pos)
-    hub: Hub = hub_factory(
-        backend,
-        ECRM_BATCH_SIZE="25",
-        ECRM_BATCH_LEASE_SECONDS="3",
-        ECRM_WORKER_CONCURRENCY="2",
-    )
     drop = drop_rabbitmq if backend.endswith("rabbitmq") else drop_redis
-    hub.launch(("serve",), ("scheduler",))
-    send(hub, web, pos)
+    hub = ingested_hub(hub_factory, backend, web, pos)
     hub.start("worker")
     wait_processed(hub, 50, timeout=60)
     before = processed(hub)

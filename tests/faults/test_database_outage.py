@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Hub
-from mixed_stream import check_effects, post_stream, processed, send, stream, wait_processed
+from mixed_stream import (
+    HUB_ENV,
+    check_effects,
+    post_stream,
+    processed,
+    send,
+    stream,
+    wait_processed,
+)
 from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,7 +53,7 @@ def test_a_30_second_database_outage_loses_and_doubles_nothing(
         tmp_path / "home",
         proxied,
         rabbit_url,
-        extra_env={"ECRM_BATCH_SIZE": "25", "ECRM_BATCH_LEASE_SECONDS": "3"},
+        extra_env=HUB_ENV,
     )
     try:
         hub.launch(("serve",), ("scheduler",), ("worker",))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Hub, hub_processes
-from mixed_stream import check_effects, processed, send, stream, wait_processed
+from mixed_stream import check_effects, ingested_hub, processed, stream, wait_processed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,15 +38,7 @@ def kill_worker(hub: Hub) -> list[int]:
 def test_kill_9_of_a_worker_mid_batch_changes_no_effect(hub_factory: Any, backend: str) -> None:
     web, pos, expected = stream()
     total = len(web) + len(pos)
-    hub: Hub = hub_factory(
-        backend,
-        ECRM_BATCH_SIZE="25",
-        ECRM_BATCH_LEASE_SECONDS="3",
-        ECRM_WORKER_CONCURRENCY="2",
-    )
-    hub.launch(("serve",), ("scheduler",))
-    send(hub, web, pos)
-
+    hub = ingested_hub(hub_factory, backend, web, pos)
     hub.start("worker")
     wait_processed(hub, 50, timeout=60)
     killed = kill_worker(hub)
