@@ -1,6 +1,6 @@
 """Identity: unified customer profiles and the identifiers that point at them."""
 
-from identity.models import Profile, ProfileChannelCount, ProfileIdentifier
+from identity.models import Profile, ProfileIdentifier, ProfileTypeCount
 from identity.privacy_models import Erasure, ErasureTombstone  # erasure tables
 from identity.resolve import (
     PRIORITY,
@@ -18,8 +18,8 @@ __all__ = [
     "ErasureTombstone",
     "Plan",
     "Profile",
-    "ProfileChannelCount",
     "ProfileIdentifier",
+    "ProfileTypeCount",
     "apply_events",
     "merge_traits",
     "new_profile_id",

@@ -27,10 +27,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from identity.models import CHANNEL_COUNTS, PROFILE_EVENTS
+from identity.models import PROFILE_EVENTS, TYPE_COUNTS
 from identity.person import (
     Person,
     changes_of,
@@ -75,11 +75,11 @@ def export_head(
         event_id = row.pop("source_event_id")
         row["source_event"] = message_ids.get(event_id) if event_id else None
         row.pop("id")
+    counts = TYPE_COUNTS.c
     channels = session.execute(
-        select(CHANNEL_COUNTS.c.channel, CHANNEL_COUNTS.c.count).where(
-            CHANNEL_COUNTS.c.workspace_id == person.workspace_id,
-            CHANNEL_COUNTS.c.profile_id == person.profile_id,
-        )
+        select(counts.channel, func.sum(counts.count))
+        .where(counts.workspace_id == person.workspace_id, counts.profile_id == person.profile_id)
+        .group_by(counts.channel)
     ).all()
     profiles = profile_rows(session, person)
     head: dict[str, Any] = {

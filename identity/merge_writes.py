@@ -15,7 +15,6 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from identity.models import (
-    CHANNEL_COUNTS,
     CONFLICTS,
     IDENTIFIERS,
     MATCH_KEYS,
@@ -23,6 +22,7 @@ from identity.models import (
     PROFILE_EVENTS,
     PROFILES,
     REVIEWS,
+    TYPE_COUNTS,
 )
 from pipeline import ConflictError, dialect_insert
 
@@ -32,7 +32,7 @@ def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str,
 
     ``rows``: ``pid`` (merged), ``into`` (survivor), ``seen`` (its ``updated_at`` as read),
     ``now``. The survivor's own row is updated by the plan's profile updates (counts,
-    traits); its channel counts already include the merged profile's.
+    traits); its type counts already include the merged profile's.
     """
     marked = session.execute(
         update(PROFILES)
@@ -62,9 +62,9 @@ def merge_profiles(session: Session, workspace_id: str, rows: Sequence[dict[str,
             )
             .values(profile_id=survivor)
         )
-        session.execute(
-            delete(CHANNEL_COUNTS).where(
-                CHANNEL_COUNTS.c.workspace_id == workspace_id, CHANNEL_COUNTS.c.profile_id == loser
+        session.execute(  # the survivor's plan adds them to its own
+            delete(TYPE_COUNTS).where(
+                TYPE_COUNTS.c.workspace_id == workspace_id, TYPE_COUNTS.c.profile_id == loser
             )
         )
         _move_match_keys(session, workspace_id, loser, survivor)

@@ -1,7 +1,7 @@
 """Tables identity owns: unified profiles, the identifiers that point at them, counts.
 
-Why counts per channel live in their own table: two workers may add to the same profile at
-once; an ``INSERT … ON CONFLICT DO UPDATE SET count = count + n`` is atomic on both
+Why counts per type and channel live in their own table: two workers may add to the same
+profile at once; an ``INSERT … ON CONFLICT DO UPDATE SET count = count + n`` is atomic on both
 databases, where a JSON counter would need a read-modify-write.
 """
 
@@ -243,16 +243,29 @@ class ProfileChange(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class ProfileChannelCount(Base):
-    """How many events a profile has per channel."""
+class ProfileTypeCount(Base):
+    """How many events a profile has per type and channel, and the latest one's time.
 
-    __tablename__ = "profile_channel_counts"
+    Why kept: a history condition ("3rd order in 30 days", "no visit for 60 days") needs
+    the profile's count of a type before the batch's span. Counting it from
+    ``profile_events`` reads the profile's whole history at every batch; this row holds
+    the answer for all of it, so only the rows after a moment need reading (see
+    :mod:`personalization.rules.history_batch`). The profile's events per channel are
+    these rows summed by channel (one table to keep, not two). A batch adds its events,
+    a merge hands the merged profile's rows to the survivor, an unmerge rebuilds them by
+    replaying the events.
+    """
 
-    #: no foreign key to workspaces: see :data:`UNCHECKED_WORKSPACE` (migration 0016)
+    __tablename__ = "profile_type_counts"
+
+    #: no foreign key to workspaces: see :data:`UNCHECKED_WORKSPACE`
     workspace_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     profile_id: Mapped[str] = mapped_column(String(40), ForeignKey("profiles.id"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ProfileEvent(Base):
@@ -290,15 +303,15 @@ class ProfileEvent(Base):
 UNCHECKED_WORKSPACE = (
     "profile_identifiers",
     "profile_changes",
-    "profile_channel_counts",
     "profile_events",
+    "profile_type_counts",
 )
 
 #: Core tables for bulk statements (typed for mypy).
 PROFILES = cast(Table, Profile.__table__)
 IDENTIFIERS = cast(Table, ProfileIdentifier.__table__)
-CHANNEL_COUNTS = cast(Table, ProfileChannelCount.__table__)
 PROFILE_EVENTS = cast(Table, ProfileEvent.__table__)
+TYPE_COUNTS = cast(Table, ProfileTypeCount.__table__)
 MERGES = cast(Table, ProfileMerge.__table__)
 CONFLICTS = cast(Table, IdentityConflict.__table__)
 MATCH_KEYS = cast(Table, MatchKey.__table__)

@@ -37,15 +37,18 @@ _TOUCH_IDENTIFIERS = text(
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(rid bigint, seen timestamptz)"
     " WHERE i.id = u.rid AND i.last_seen_at < u.seen"
 )
-_ADD_CHANNEL_COUNTS = text(
-    "INSERT INTO profile_channel_counts (workspace_id, profile_id, channel, count)"
-    " SELECT u.workspace_id, u.profile_id, u.channel, u.count"
+_ADD_TYPE_COUNTS = text(
+    "INSERT INTO profile_type_counts"
+    " (workspace_id, profile_id, type, channel, count, first_at, last_at)"
+    " SELECT u.workspace_id, u.profile_id, u.type, u.channel, u.count, u.first_at, u.last_at"
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
-    " AS u(workspace_id text, profile_id text, channel text, count int)"
-    " ON CONFLICT (workspace_id, profile_id, channel)"
-    " DO UPDATE SET count = profile_channel_counts.count + EXCLUDED.count"
+    " AS u(workspace_id text, profile_id text, type text, channel text, count int,"
+    " first_at timestamptz, last_at timestamptz)"
+    " ON CONFLICT (workspace_id, profile_id, type, channel)"
+    " DO UPDATE SET count = profile_type_counts.count + EXCLUDED.count,"
+    " first_at = LEAST(profile_type_counts.first_at, EXCLUDED.first_at),"
+    " last_at = GREATEST(profile_type_counts.last_at, EXCLUDED.last_at)"
 )
-
 _ADD_PROFILE_EVENTS = text(
     "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at, type)"
     " SELECT u.event_id, u.workspace_id, u.profile_id, u.occurred_at, u.type"
@@ -104,9 +107,9 @@ def touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(_TOUCH_IDENTIFIERS, _document(rows))
 
 
-def add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Add per-channel event counts (rows are unique per profile and channel)."""
-    session.execute(_ADD_CHANNEL_COUNTS, _document(rows))
+def add_type_counts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Add per-type event counts and widen their first and latest times."""
+    session.execute(_ADD_TYPE_COUNTS, _document(rows))
 
 
 def add_profile_events(session: Session, rows: list[dict[str, Any]]) -> None:

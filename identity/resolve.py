@@ -18,7 +18,6 @@ difference raises :class:`ConflictError` and the batch is planned again.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -35,7 +34,13 @@ from identity.config import DEFAULT_PRIORITY, IdentityConfig
 from identity.email_rules import NO_RULES, EmailRules
 from identity.graph import BatchGraph, Held, key_text
 from identity.matching import MAX_BLOCK, CandidatePool, MatchModel, all_blocks, blocking_keys
-from identity.models import CHANNEL_COUNTS, CONFLICTS, IDENTIFIERS, MATCH_KEYS, PROFILES
+from identity.models import (
+    CONFLICTS,
+    IDENTIFIERS,
+    MATCH_KEYS,
+    PROFILES,
+    TYPE_COUNTS,
+)
 from identity.splits import split_sides
 from identity.tombstones import suppress_erased
 from identity.traits import TraitUpdate, as_updates, merge_traits
@@ -66,16 +71,29 @@ class _Delta:
     count: int = 0
     first: datetime | None = None
     last: datetime | None = None
-    channels: Counter[str] = field(default_factory=Counter)
+    #: (type, channel) -> (events, first, latest time): the profile's type counts to add
+    types: dict[tuple[str, str], tuple[int, datetime, datetime]] = field(default_factory=dict)
     trait_updates: list[TraitUpdate] = field(default_factory=list)
 
     def add(self, event: StoredEvent) -> None:
         self.count += 1
-        self.channels[event.channel] += 1
+        self.add_type(event.type, event.channel, 1, event.occurred_at, event.occurred_at)
         self.first = event.occurred_at if self.first is None else min(self.first, event.occurred_at)
         self.last = event.occurred_at if self.last is None else max(self.last, event.occurred_at)
         if event.traits:
             self.trait_updates.append(TraitUpdate(event.occurred_at, event.traits, event.source))
+
+    def add_type(
+        self, event_type: str, channel: str, count: int, first: datetime, last: datetime
+    ) -> None:
+        """Count ``count`` events of a type and channel, between ``first`` and ``last``."""
+        key = (event_type, channel)
+        had = self.types.get(key)
+        self.types[key] = (
+            (count, first, last)
+            if had is None
+            else (had[0] + count, min(had[1], first), max(had[2], last))
+        )
 
 
 #: what a batch adds to a profile it only reads (never written to)
@@ -161,7 +179,8 @@ class Plan:
     new_identifiers: list[dict[str, Any]] = field(default_factory=list)
     profile_updates: list[dict[str, Any]] = field(default_factory=list)
     identifier_touches: list[dict[str, Any]] = field(default_factory=list)
-    channel_counts: list[dict[str, Any]] = field(default_factory=list)
+    #: per profile, type and channel: events to add and the latest one's time
+    type_counts: list[dict[str, Any]] = field(default_factory=list)
     #: one row per event: the profile it is counted in (the timeline)
     profile_events: list[dict[str, Any]] = field(default_factory=list)
     #: existing profiles merged into another: ``pid``, ``into``, ``seen`` (guard), ``now``
@@ -263,8 +282,8 @@ def plan_events(
     }
     _plan_new_profiles(plan, graph.new_profiles, deltas, born, find, config.source_rank)
     _plan_identifiers(plan, graph, by_id, known, latest, find)
-    for into, loser_channels in _absorbed_channels(session, existing_losers).items():
-        deltas.setdefault(into, _Delta()).channels.update(loser_channels)
+    for into, event_type, channel, n, first, last in _absorbed_types(session, existing_losers):
+        deltas.setdefault(into, _Delta()).add_type(event_type, channel, n, first, last)
     for profile_id in locked:
         versions.pop(profile_id, None)  # locked since before they were counted
     traits_changed: dict[str, list[str]] = {}
@@ -280,13 +299,18 @@ def plan_events(
         rank=config.source_rank,
         traits_changed=traits_changed,
     )
-    plan.channel_counts = [
-        {"workspace_id": workspace_id, "profile_id": pid, "channel": channel, "count": n}
+    plan.type_counts = [
+        {
+            "workspace_id": workspace_id,
+            "profile_id": pid,
+            "type": event_type,
+            "channel": channel,
+            "count": count,
+            "first_at": first,
+            "last_at": last,
+        }
         for pid, delta in sorted(deltas.items())
-        for channel, n in (
-            delta.channels.items() if len(delta.channels) < 2 else sorted(delta.channels.items())
-        )
-        if n
+        for (event_type, channel), (count, first, last) in sorted(delta.types.items())
     ]
     plan.merge_audit = [
         {
@@ -531,20 +555,22 @@ def _plan_identifiers(
     ]
 
 
-def _absorbed_channels(session: Session, losers: Mapping[str, str]) -> dict[str, Counter[str]]:
-    """The channel counts merged-away profiles hand to their survivors (survivor -> counts)."""
-    absorbed: dict[str, Counter[str]] = {}
+def _absorbed_types(
+    session: Session, losers: Mapping[str, str]
+) -> list[tuple[str, str, str, int, datetime, datetime]]:
+    """The type counts merged-away profiles hand to their survivors.
+
+    Rows of (survivor, type, channel, count, first time, latest time).
+    """
     if not losers:
-        return absorbed
-    counts = CHANNEL_COUNTS.c
+        return []
+    c = TYPE_COUNTS.c
     rows = session.execute(
-        select(counts.profile_id, counts.channel, counts.count).where(
-            in_list(session, counts.profile_id, sorted(losers))
+        select(c.profile_id, c.type, c.channel, c.count, c.first_at, c.last_at).where(
+            in_list(session, c.profile_id, sorted(losers))
         )
     )
-    for profile_id, channel, count in rows:
-        absorbed.setdefault(losers[profile_id], Counter())[channel] += count
-    return absorbed
+    return [(losers[pid], kind, channel, n, a, b) for pid, kind, channel, n, a, b in rows]
 
 
 def apply_events(
@@ -582,8 +608,8 @@ def write_plan(session: Session, plan: Plan) -> None:
             raise ConflictError("a profile changed while its batch was planned; retrying")
     if plan.identifier_touches:
         writes.touch_identifiers(session, plan.identifier_touches)
-    if plan.channel_counts:
-        writes.add_channel_counts(session, plan.channel_counts)
+    if plan.type_counts:
+        writes.add_type_counts(session, plan.type_counts)
     if plan.profile_events:
         writes.add_profile_events(session, plan.profile_events)
     if plan.merge_audit or plan.conflicts:

@@ -33,10 +33,13 @@ _UPDATE_PROFILES_WITH_TRAITS = (
 _TOUCH_IDENTIFIERS = (
     "UPDATE profile_identifiers SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"
 )
-_ADD_CHANNEL_COUNTS = (
-    "INSERT INTO profile_channel_counts (workspace_id, profile_id, channel, count)"
-    " VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, profile_id, channel)"
-    " DO UPDATE SET count = profile_channel_counts.count + excluded.count"
+_ADD_TYPE_COUNTS = (
+    "INSERT INTO profile_type_counts"
+    " (workspace_id, profile_id, type, channel, count, first_at, last_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, profile_id, type, channel)"
+    " DO UPDATE SET count = profile_type_counts.count + excluded.count,"
+    " first_at = min(profile_type_counts.first_at, excluded.first_at),"
+    " last_at = max(profile_type_counts.last_at, excluded.last_at)"
 )
 _ADD_PROFILE_EVENTS = (
     "INSERT INTO profile_events (event_id, workspace_id, profile_id, occurred_at, type)"
@@ -148,12 +151,23 @@ def touch_identifiers(session: Session, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def add_channel_counts(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Add per-channel event counts (rows are unique per profile and channel)."""
+def add_type_counts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Add per-type event counts and widen their first and latest times."""
     _executemany(
         session,
-        _ADD_CHANNEL_COUNTS,
-        [(r["workspace_id"], r["profile_id"], r["channel"], r["count"]) for r in rows],
+        _ADD_TYPE_COUNTS,
+        [
+            (
+                r["workspace_id"],
+                r["profile_id"],
+                r["type"],
+                r["channel"],
+                r["count"],
+                sqlite_time(r["first_at"]),
+                sqlite_time(r["last_at"]),
+            )
+            for r in rows
+        ],
     )
 
 

@@ -45,7 +45,6 @@ from identity.changes import record_change, record_changes
 from identity.config import IdentityConfig
 from identity.graph import Key, key_text
 from identity.models import (
-    CHANNEL_COUNTS,
     CONFLICTS,
     IDENTIFIERS,
     MATCH_KEYS,
@@ -54,6 +53,7 @@ from identity.models import (
     PROFILES,
     REVIEWS,
     SPLITS,
+    TYPE_COUNTS,
 )
 from identity.resolve import link_keys, new_profile_id, owners_of, plan_events, write_plan
 from identity.splits import add_split
@@ -255,7 +255,7 @@ def _clear(session: Session, workspace_id: str, cluster: _Cluster, split_id: int
                 in_list(session, REVIEWS.c.event_id, part), REVIEWS.c.status == "pending"
             )
         )
-    for table in (IDENTIFIERS, CHANNEL_COUNTS, MATCH_KEYS):
+    for table in (IDENTIFIERS, TYPE_COUNTS, MATCH_KEYS):
         session.execute(
             delete(table).where(table.c.workspace_id == workspace_id, table.c.profile_id == pid)
         )

@@ -7,16 +7,16 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from identity.config import IdentityConfig
 from identity.models import (
     IdentityConflict,
     Profile,
-    ProfileChannelCount,
     ProfileEvent,
     ProfileIdentifier,
+    ProfileTypeCount,
 )
 from identity.resolve import people_sharing
 from pipeline.db import in_list
@@ -242,9 +242,9 @@ def profile_view(session: Session, workspace_id: str, profile_id: str) -> dict[s
         .order_by(ProfileIdentifier.kind, ProfileIdentifier.value)
     ).all()
     channels = session.execute(
-        select(ProfileChannelCount.channel, ProfileChannelCount.count).where(
-            ProfileChannelCount.profile_id == profile.id
-        )
+        select(ProfileTypeCount.channel, func.sum(ProfileTypeCount.count))
+        .where(ProfileTypeCount.profile_id == profile.id)
+        .group_by(ProfileTypeCount.channel)
     ).all()
     view: dict[str, Any] = {
         "id": profile.id,

@@ -291,6 +291,22 @@ def in_write_chunks(db: Database, step: Callable[[Session], int], chunk: int, mo
     return total
 
 
+def listed(session: Session, values: list[str]) -> Any:
+    """The strings ``values`` as a table with one column, ``value``, bound as one value.
+
+    Why: a query that must do something per value (a correlated subquery for each
+    profile, say) selects from this, with the statement text the same for any length, as
+    :func:`in_list` does: ``unnest`` of an array on PostgreSQL, ``json_each`` on SQLite.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        array = bindparam(None, values, type_=ARRAY(String))
+        return func.unnest(array).table_valued("value").render_derived()
+    document = bindparam(None, orjson.dumps(values).decode(), type_=String)
+    return func.json_each(document).table_valued("value")
+
+
 def in_list(session: Session, column: Any, values: list[Any]) -> Any:
     """``column IN values`` that stays cheap for long lists (values: strings or integers).
 

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.sample import generate_sample, write_jsonl
-from identity.models import IdentityConflict, Profile, ProfileChannelCount, ProfileMerge
+from identity.models import IdentityConflict, Profile, ProfileMerge, ProfileTypeCount
 from identity.reviews import list_reviews
 from identity.views import list_shared
 from personalization import rules as rules_package
@@ -299,16 +299,16 @@ def _summary(console: Console, runtime: Runtime, outcome: Counter[str], people: 
         failed = status_counts(session)["failed"]
         per_channel = dict(
             session.execute(
-                select(ProfileChannelCount.channel, func.sum(ProfileChannelCount.count)).group_by(
-                    ProfileChannelCount.channel
+                select(ProfileTypeCount.channel, func.sum(ProfileTypeCount.count)).group_by(
+                    ProfileTypeCount.channel
                 )
             ).all()
         )
         multi = session.scalar(
             select(func.count()).select_from(
-                select(ProfileChannelCount.profile_id)
-                .group_by(ProfileChannelCount.profile_id)
-                .having(func.count() > 1)
+                select(ProfileTypeCount.profile_id)
+                .group_by(ProfileTypeCount.profile_id)
+                .having(func.count(func.distinct(ProfileTypeCount.channel)) > 1)
                 .subquery()
             )
         )

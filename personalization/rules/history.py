@@ -127,10 +127,14 @@ def matching_events(
     if join or channel is not None:
         query = query.join(Event, Event.id == ProfileEvent.event_id)
     if event_type is not None:
-        if event_type.endswith(".*"):
-            query = query.where(ProfileEvent.type.startswith(event_type[:-1], autoescape=True))
-        else:
-            query = query.where(ProfileEvent.type == event_type)
+        query = query.where(type_matches(ProfileEvent.type, event_type))
     if channel is not None:
         query = query.where(Event.channel == channel)
     return query
+
+
+def type_matches(column: Any, event_type: str) -> Any:
+    """``column`` is the aggregate's type, or starts with its prefix (``order.*``)."""
+    if event_type.endswith(".*"):
+        return column.startswith(event_type[:-1], autoescape=True)
+    return column == event_type

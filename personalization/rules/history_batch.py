@@ -5,9 +5,12 @@ event made history the largest cost of firing rules. A batch's events are near e
 in time, so for each filter (type, channel) one query reads the matching events of all the
 batch's profiles between the earliest and the latest triggering event (less the longest
 window), and each event's values are computed in memory as of its own ``occurred_at``.
-Aggregates without a window add, per profile, a grouped count and latest time of what
-lies before the batch's earliest event (one more query), so a long history is never
-read row by row, except for ``sum`` without a window, which must see each property.
+What lies before the span comes from ``profile_type_counts`` (a profile's matching
+events of all time, kept by identity resolution) less the rows from the span's start on,
+so a live batch reads only its profiles' recent rows, never their whole history; where
+most of a profile's events are after the span's start (a window reaching back before the
+profile's history), the few before it are counted instead. Only ``sum`` without a window
+reads every row, as it must see each property.
 
 The values are exactly :func:`personalization.rules.history.history_value`'s (its module
 doc gives the semantics; a test compares the two on random histories).
@@ -22,16 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from identity.models import ProfileEvent
-from personalization.rules.history import matching_events
+from identity.models import TYPE_COUNTS, ProfileEvent
+from personalization.rules.history import matching_events, type_matches
 from personalization.rules.vocabulary import HistoryAggregate
-from pipeline.db import in_list
+from pipeline.db import in_list, listed
 from pipeline.models import Event
 
 _CHUNK = 400
+_log = structlog.get_logger(__name__)
 Number = int | float
 
 
@@ -103,29 +108,29 @@ def _compute_prefixes(
     """Counts and recency from prefixes: how many events at or before a time, and the last.
 
     A count over ``(as_of - w, as_of]`` is the prefix at ``as_of`` less the prefix at
-    ``as_of - w``. A prefix over the batch's time span ``[earliest - d, latest - d]`` is a
-    grouped count of what lies before the span plus the rows inside it, so each offset
-    ``d`` (0, and each window) costs two queries and only the rows of that narrow span.
+    ``as_of - w``. A prefix over the batch's time span ``[earliest - d, latest - d]`` is
+    what lies before the span plus the rows inside it (see :func:`_read_prefix`), so
+    each offset ``d`` (0, and each window) reads only the rows near the span.
     """
     earliest = min(r.as_of for r in requests)
     latest = max(r.as_of for r in requests)
-    profiles = sorted({r.profile_id for r in requests})
+    totals = _read_totals(
+        session, workspace_id, sorted({r.profile_id for r in requests}), type_filter, channel
+    )
     offsets = {timedelta(0)} | {
         a.window for a in aggregates if a.function == "count" and a.window is not None
     }
+    recency = any(a.function == "days_since" for a in aggregates)
     prefixes = {
-        offset: _Prefix(
-            _read_base(session, workspace_id, profiles, type_filter, channel, earliest - offset),
-            _read_rows(
-                session,
-                workspace_id,
-                profiles,
-                type_filter,
-                channel,
-                earliest - offset,
-                latest - offset,
-                [],
-            ),
+        offset: _read_prefix(
+            session,
+            workspace_id,
+            totals,
+            type_filter,
+            channel,
+            earliest - offset,
+            latest - offset,
+            with_latest=recency and not offset,
         )
         for offset in offsets
     }
@@ -149,6 +154,135 @@ def _compute_prefixes(
                     values[aggregate] = (request.as_of - previous).total_seconds() / 86400
             else:
                 raise ValueError(f"unknown history function {aggregate.function!r}")
+
+
+@dataclass(frozen=True)
+class _Total:
+    """A profile's matching events of all time, from its type counts."""
+
+    count: int
+    first: datetime
+    last: datetime
+
+    def fewer_after(self, moment: datetime) -> bool:
+        """Whether fewer of them lie at or after ``moment`` than before it (by time span)."""
+        if moment > self.last:
+            return True
+        if moment <= self.first:
+            return False
+        return (self.last - moment) <= (moment - self.first)
+
+
+def _read_totals(
+    session: Session,
+    workspace_id: str,
+    profiles: list[str],
+    type_filter: str | None,
+    channel: str | None,
+) -> dict[str, _Total]:
+    """Per profile with any matching event: all of them, counted (``profile_type_counts``)."""
+    found: dict[str, _Total] = {}
+    c = TYPE_COUNTS.c
+    for part in _chunks(profiles):
+        query = select(c.profile_id, func.sum(c.count), func.min(c.first_at), func.max(c.last_at))
+        query = query.where(c.workspace_id == workspace_id, in_list(session, c.profile_id, part))
+        if type_filter is not None:
+            query = query.where(type_matches(c.type, type_filter))
+        if channel is not None:
+            query = query.where(c.channel == channel)
+        for profile_id, count, first, last in session.execute(query.group_by(c.profile_id)):
+            found[profile_id] = _Total(int(count), _aware(first), _aware(last))  # type: ignore[arg-type]
+    return found
+
+
+def _read_prefix(
+    session: Session,
+    workspace_id: str,
+    totals: dict[str, _Total],
+    type_filter: str | None,
+    channel: str | None,
+    start: datetime,
+    end: datetime,
+    *,
+    with_latest: bool,
+) -> _Prefix:
+    """The prefix over ``[start, end]`` for the profiles that have matching events.
+
+    What lies before ``start`` is read from the side with fewer rows: for a profile
+    whose events are mostly before ``start`` (a live batch, a long history) its rows from
+    ``start`` on are read and subtracted from its total, so its old history is never
+    read; otherwise before ``start`` is counted (a grouped count) and the span's rows read.
+    ``with_latest`` also finds each profile's latest matching time before ``start`` (for
+    recency), one index probe per profile.
+    """
+    after = [pid for pid, total in totals.items() if total.fewer_after(start)]
+    before = [pid for pid, total in totals.items() if not total.fewer_after(start)]
+    base: dict[str, tuple[int, datetime | None]] = {}
+    rows: dict[tuple[str, str | None], _Rows] = {}
+    if before:
+        base.update(_read_base(session, workspace_id, before, type_filter, channel, start))
+        rows.update(_read_rows(session, workspace_id, before, type_filter, channel, start, end, []))
+    if after:
+        tail = _read_rows(session, workspace_id, after, type_filter, channel, start, None, [])
+        rows.update(tail)
+        probe: list[str] = []
+        disagree: list[str] = []
+        for profile_id in after:
+            found = tail.get((profile_id, None))
+            earlier = totals[profile_id].count - (len(found.times) if found else 0)
+            if earlier < 0:
+                disagree.append(profile_id)
+            elif earlier == 0:
+                base[profile_id] = (0, None)
+            elif found is None:  # every matching event is before start
+                base[profile_id] = (earlier, totals[profile_id].last)
+            else:
+                base[profile_id] = (earlier, None)
+                probe.append(profile_id)
+        if with_latest and probe:
+            for profile_id, at in _read_latest_before(
+                session, workspace_id, probe, type_filter, channel, start
+            ).items():
+                base[profile_id] = (base[profile_id][0], at)
+        if disagree:  # counts behind the timeline (never seen): count the slow way
+            _log.warning("type_counts_disagree", profiles=len(disagree))
+            base.update(_read_base(session, workspace_id, disagree, type_filter, channel, start))
+    return _Prefix(base, rows)
+
+
+def _read_latest_before(
+    session: Session,
+    workspace_id: str,
+    profiles: list[str],
+    type_filter: str | None,
+    channel: str | None,
+    before: datetime,
+) -> dict[str, datetime | None]:
+    """Per profile: its latest matching event's time before ``before``.
+
+    One statement per chunk, a correlated subquery per profile that walks the timeline
+    index back from ``before`` to the first matching row (near, for a type the profile
+    has often; the type counts already said that there is one).
+    """
+    found: dict[str, datetime | None] = {}
+    for part in _chunks(profiles):
+        values = listed(session, part)
+        latest = matching_events(
+            select(ProfileEvent.occurred_at)
+            .select_from(ProfileEvent)
+            .where(
+                ProfileEvent.workspace_id == workspace_id,
+                ProfileEvent.profile_id == values.c.value,
+                ProfileEvent.occurred_at < before,
+            ),
+            type_filter,
+            channel,
+            join=False,
+        )
+        latest = latest.order_by(ProfileEvent.occurred_at.desc()).limit(1)
+        for profile_id, at in session.execute(select(values.c.value, latest.scalar_subquery())):
+            found[profile_id] = _aware(at)
+    return found
 
 
 @dataclass(frozen=True)
@@ -233,10 +367,10 @@ def _read_rows(
     type_filter: str | None,
     channel: str | None,
     start: datetime | None,
-    end: datetime,
+    end: datetime | None,
     names: list[str],
 ) -> dict[tuple[str, str | None], _Rows]:
-    """``(profile, property or None) -> rows`` in ``[start, end]`` (``start`` None: all)."""
+    """``(profile, property or None) -> rows`` in ``[start, end]`` (None: unbounded)."""
     found: dict[tuple[str, str | None], _Rows] = {}
     columns: list[Any] = [ProfileEvent.profile_id, ProfileEvent.event_id, ProfileEvent.occurred_at]
     if names:
@@ -244,7 +378,9 @@ def _read_rows(
     for part in _chunks(profiles):
         query = _filtered(
             select(*columns), workspace_id, part, type_filter, channel, session, join=bool(names)
-        ).where(ProfileEvent.occurred_at <= end)
+        )
+        if end is not None:
+            query = query.where(ProfileEvent.occurred_at <= end)
         if start is not None:
             query = query.where(ProfileEvent.occurred_at >= start)
         query = query.order_by(ProfileEvent.profile_id, ProfileEvent.occurred_at)

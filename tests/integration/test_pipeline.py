@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 import identity
 import identity.resolve
 from connectors.web import SegmentMessageError, to_touchpoint
-from identity.models import Profile, ProfileChannelCount
+from identity.models import Profile, ProfileTypeCount
 from identity.views import find_profile_id, profile_view
 from pipeline import Database, TransientError, ingest
 from pipeline.events import get_event, list_events, replay, status_counts
@@ -201,7 +201,7 @@ def test_failing_event_is_quarantined_and_replayable(
     with any_db.read() as session:
         total = session.scalar(select(func.sum(Profile.event_count)))
         assert total == 4
-        assert session.scalar(select(func.sum(ProfileChannelCount.count))) == 4
+        assert session.scalar(select(func.sum(ProfileTypeCount.count))) == 4
         assert status_counts(session) == {"pending": 0, "processed": 4, "failed": 0}
         fixed = get_event(session, "default", failed.event.message_id)
         assert fixed is not None and fixed.status == "processed"
