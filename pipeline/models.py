@@ -51,6 +51,23 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class WriteKey(Base):
+    """A write key kept in the database (see :mod:`pipeline.write_keys`): only its hash."""
+
+    __tablename__ = "write_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    #: the source it was made for (``pos-store-12``)
+    name: Mapped[str] = mapped_column(String(100))
+    #: SHA-256 of the key, hex
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the key's first characters, to tell keys apart in a list
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class Event(Base):
     """One accepted touchpoint event. Appended once, never changed."""
 

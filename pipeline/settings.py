@@ -9,6 +9,7 @@ variable, which the CLI prints without a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -72,6 +73,9 @@ class Settings:
     #: requests a second per write key in each API process (0: no limit), and the burst
     rate_limit: float = 0.0
     rate_burst: int = 100
+    #: how long an API process trusts its copy of the database's write keys (a revoked
+    #: key stops working within this time in every process)
+    key_refresh_seconds: float = 5.0
     #: browser origins allowed to call the tracking API (``*`` for any); empty: no CORS
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -233,6 +237,8 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float) -> flo
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     if value < low:
         raise SettingsError(f"{name} must be at least {low}, got {value}")
     return value
@@ -416,6 +422,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),
         rate_limit=_float(env, "ECRM_RATE_LIMIT", 0.0, 0.0),
         rate_burst=_int(env, "ECRM_RATE_BURST", 100, 1, 1_000_000),
+        key_refresh_seconds=_float(env, "ECRM_KEY_REFRESH_SECONDS", 5.0, 0.0),
         cors_origins=parse_origins(env.get("ECRM_CORS_ORIGINS", "")),
         log_level=(env.get("ECRM_LOG_LEVEL") or "INFO").upper(),
         log_json=(env.get("ECRM_LOG_FORMAT") or "console").lower() == "json",

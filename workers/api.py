@@ -37,8 +37,10 @@ from pipeline.ingest import request_outcome
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
+from pipeline.write_keys import KEY_PREFIX, ManagedKeys
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
+from workers.api_keys import keys_router
 from workers.api_labels import labels_router
 from workers.api_loyalty import loyalty_router
 from workers.api_mailboxes import mailbox_router
@@ -80,6 +82,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     celery = configure(settings)
     admin = {settings.admin_token: "default"} if settings.admin_token else {}
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    managed_keys = ManagedKeys(db, settings.key_refresh_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -169,7 +172,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             candidate = body["writeKey"]
         if not candidate:
             raise Problem(401, "Unauthorized", "write key missing (HTTP Basic username)")
-        workspace = match_secret(candidate, dict(settings.write_keys))
+        workspace = match_secret(candidate, settings.write_keys)
+        if workspace is None and candidate.startswith(KEY_PREFIX):
+            workspace = managed_keys.workspace_of(candidate)
         if workspace is None:
             raise Problem(401, "Unauthorized", "unknown write key")
         wait = limiter.retry_after(candidate)
@@ -430,6 +435,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(loyalty_router(runtime, admin))
     app.include_router(labels_router(runtime, admin))
     app.include_router(webhooks_router(runtime, admin))
+    app.include_router(keys_router(runtime, admin, managed_keys))
     install_openapi(app)
     return app
 

@@ -35,7 +35,7 @@ from personalization.loyalty import (
 from pipeline import ValidationError
 from workers.auth import admin_workspace
 from workers.params import OptionalCursor
-from workers.problems import Problem
+from workers.problems import Problem, json_object
 from workers.runtime import Runtime
 
 ENTRY_KINDS = {"earn": award, "redeem": deduct, "adjust": adjust}
@@ -79,7 +79,7 @@ def loyalty_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
     @router.post("/v1/profiles/{profile_id}/loyalty/entries", status_code=201, responses=_ALREADY)
     async def post_entry(profile_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
-        body = await _body(request)
+        body = await json_object(request)
         kind = body.get("kind", "earn")
         if kind not in ENTRY_KINDS:
             raise Problem(
@@ -113,7 +113,7 @@ def loyalty_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRout
     )
     async def post_redemption(profile_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
-        body = await _body(request)
+        body = await json_object(request)
         reward = body.get("reward")
         if not isinstance(reward, str) or not reward:
             raise Problem(400, "Invalid redemption", "reward is required (a reward id)", "reward")
@@ -147,16 +147,6 @@ def _problems() -> Iterator[None]:
         raise Problem(422, "Unknown reward", exc.message, exc.field) from None
     except ValidationError as exc:
         raise Problem(400, "Invalid entry", exc.message, exc.field) from None
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Problem(400, "Invalid JSON", "the body is not JSON", "body") from None
-    if not isinstance(body, dict):
-        raise Problem(400, "Invalid body", "the body must be a JSON object", "body")
-    return body
 
 
 def _key(body: Mapping[str, Any]) -> str | None:

@@ -45,7 +45,7 @@ from connectors.webhooks.endpoints import (
 from pipeline import ValidationError, utcnow
 from workers.auth import admin_workspace
 from workers.params import OptionalCursor
-from workers.problems import Problem
+from workers.problems import Problem, json_object
 from workers.rules_period import period_start
 from workers.runtime import Runtime
 from workers.webhooks_dispatch import replay
@@ -70,7 +70,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
     @router.post(PATH, status_code=201)
     async def post_endpoint(request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
-        body = _fields(await _body(request))
+        body = _fields(await json_object(request))
         if "url" not in body:
             raise Problem(422, "Invalid endpoint", "url is required", "url")
 
@@ -108,7 +108,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
     @router.patch(PATH + "/{endpoint_id}")
     async def patch_endpoint(endpoint_id: str, request: Request) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
-        body = _fields(await _body(request))
+        body = _fields(await json_object(request))
 
         def write() -> dict[str, Any]:
             with _problems(), db.write() as session:
@@ -137,7 +137,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
     async def post_rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
         workspace = admin_workspace(request, admin_tokens)
         raw = await request.body()
-        body = await _body(request) if raw.strip() else {}
+        body = await json_object(request) if raw.strip() else {}
         grace = body.get("grace_seconds", 86400)
         if not isinstance(grace, int) or isinstance(grace, bool):
             raise Problem(422, "Invalid rotation", "must be whole seconds", "grace_seconds")
@@ -194,7 +194,7 @@ def webhooks_router(runtime: Runtime, admin_tokens: Mapping[str, str]) -> APIRou
     @router.post(PATH + "/{endpoint_id}/replay", status_code=202)
     async def post_replay(endpoint_id: str, request: Request) -> JSONResponse:
         workspace = admin_workspace(request, admin_tokens)
-        body = await _body(request)
+        body = await json_object(request)
         since = body.get("since")
         if not isinstance(since, str) or not since.strip():
             raise Problem(422, "Invalid replay", "a period (2h, 7d) or an ISO time", "since")
@@ -236,16 +236,6 @@ def _problems(title: str = "Invalid endpoint") -> Iterator[None]:
 
 def _not_found(endpoint_id: str) -> Problem:
     return Problem(404, "Not Found", f"no webhook endpoint {endpoint_id!r}", "endpoint_id")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Problem(400, "Malformed JSON", "the body is not JSON", "body") from None
-    if not isinstance(body, dict):
-        raise Problem(400, "Invalid body", "the body must be a JSON object", "body")
-    return body
 
 
 def _fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from workers.process import one_line_errors, spawn, supervise
         "rules": "workers.rules_cli:rules",
         "loyalty": "workers.loyalty_cli:loyalty",
         "webhooks": "workers.webhooks_cli:webhooks",  # downstream webhook endpoints
+        "keys": "workers.keys_cli:keys",  # write keys kept in the database
     },
 )
 def main() -> None:

@@ -140,6 +140,12 @@ REQUEST_BODIES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("post", "/v1/batch"): _batch,
     ("post", "/v1/import"): _batch,
     ("post", "/v1/pos/transactions"): _pos_body,
+    ("post", "/v1/write-keys"): lambda: {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "additionalProperties": False,
+    },
     ("post", "/v1/webhooks/endpoints"): lambda: _webhook_endpoint(create=True),
     ("patch", "/v1/webhooks/endpoints/{endpoint_id}"): lambda: _webhook_endpoint(create=False),
     ("post", "/v1/profiles/{profile_id}/loyalty/entries"): lambda: {

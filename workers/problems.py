@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 PROBLEM = "application/problem+json"
@@ -34,4 +35,15 @@ class Problem(Exception):
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM, headers=headers)
 
 
-__all__ = ["PROBLEM", "Problem"]
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 naming ``body``."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Problem(400, "Malformed JSON", "the body is not JSON", "body") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid body", "the body must be a JSON object", "body")
+    return body
+
+
+__all__ = ["PROBLEM", "Problem", "json_object"]

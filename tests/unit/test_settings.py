@@ -145,3 +145,12 @@ def test_webhook_settings_defaults_parsing_and_printing() -> None:
     assert str(caught.value) == (
         "ECRM_WEBHOOK_RETRY_SCHEDULE: entry 3 ('soon') is not a number of seconds"
     )
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "soon"])
+def test_numbers_must_be_finite_and_in_range(raw: str) -> None:
+    """A NaN refresh time would compare false forever: a revoked key would never stop."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ECRM_KEY_REFRESH_SECONDS": raw})
+    assert str(caught.value).startswith("ECRM_KEY_REFRESH_SECONDS must be")
+    assert load_settings({"ECRM_KEY_REFRESH_SECONDS": "0.5"}).key_refresh_seconds == 0.5
