@@ -131,7 +131,10 @@ def _any_luhn(raw: bytes) -> bool:
     """True when a candidate in ``raw`` passes Luhn; the precise pattern only runs on the
     rough spans (plus the character before each, for its look-behind)."""
     for start, end in _rough_spans(raw):
-        for match in _CANDIDATE.finditer(raw[max(start - 1, 0) : end].decode()):
+        # the byte before a span may end a multi-byte character: it reads as U+FFFD, a
+        # non-digit, which is what the look-behind needs to know
+        window = raw[max(start - 1, 0) : end].decode("utf-8", "replace")
+        for match in _CANDIDATE.finditer(window):
             if any(looks_like_pan(digits) for digits in _windows(match.group(0))):
                 return True
     return False

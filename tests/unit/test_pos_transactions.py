@@ -509,3 +509,11 @@ def test_unknown_mapping_name_lists_the_shipped_ones() -> None:
 def test_required_column_missing_from_the_file_is_a_mapping_error() -> None:
     with pytest.raises(MappingError, match="Transaction ID"):
         CompiledMapping(load_mapping("square"), ["Date", "Time", "Location"])
+
+
+def test_a_card_number_right_after_a_multibyte_character_is_found() -> None:
+    """Found by Schemathesis: the byte before the digits ended an "é" and the search
+    raised (a 500) instead of reading it as a non-digit."""
+    assert find_pan({"note": "é4111 1111 1111 1111"}) == "note"
+    assert find_pan({"note": "中4111111111111111x"}) == "note"
+    assert find_pan({"note": "é1234567890123"}) is None  # digits, but no Luhn match
