@@ -9,6 +9,7 @@ Any error the hub raises on purpose is printed as one line and exits with status
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -98,9 +99,13 @@ def worker(beat: bool, webhooks: bool) -> None:
     app = configure(settings)
     queues = (WEBHOOK_QUEUE,) if webhooks else QUEUES
     argv = ["worker", "-Q", ",".join(queues), "--loglevel", settings.log_level]
+    # Celery names a worker celery@host unless told: a second worker on the same host
+    # would take the same name and RabbitMQ refuses its control queue (RESOURCE_LOCKED).
+    # The process id keeps every worker on a machine apart.
+    kind = "webhooks" if webhooks else "worker"
+    argv += ["--hostname", f"{kind}-{os.getpid()}@%h"]
     if webhooks:  # waiting on receivers: threads, so a hanging one holds one thread only
         argv += ["--pool", "threads", "--concurrency", str(settings.webhook_workers)]
-        argv += ["--hostname", "webhooks@%h"]
     elif settings.worker_concurrency == 1:
         argv += ["--pool", "solo"]
     else:
