@@ -25,6 +25,8 @@ AGGREGATES = [
     "history.days_since(type=page.viewed)",
     "history.days_since(type=order.completed, window=60d)",
     "history.days_since()",
+    "history.days_since(channel=web)",
+    "history.days_since(type=order.*, channel=pos)",
 ]
 
 
