@@ -10,7 +10,7 @@ even a time the mapping's format cannot read (:func:`row_time`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from connectors.files.mapping import FileMapping, UnknownZone, template_columns
@@ -81,12 +81,7 @@ def row_time(
     ``timezone`` field's fault.
     """
     try:
-        moment = mapping.read_time(text, zone_name)
-        if moment.year in (1, 9999):  # the only years whose UTC instant may not exist
-            moment.astimezone(UTC)
-        return moment
-    except OverflowError:  # 0001-01-01T00:00+05:00: before year 1 in UTC
-        raise RowError(field, f"column {spec!r}: out of range (years 1 to 9999 in UTC)") from None
+        return mapping.read_time(text, zone_name)
     except UnknownZone:
         raise RowError("timezone", "unknown time zone; add it to the mapping's timezones") from None
     except ValueError:
