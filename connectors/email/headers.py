@@ -20,6 +20,9 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_RECIPIENTS = 100
 MAX_REFERENCES = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
+#: A lone surrogate (what surrogateescape makes of undecodable bytes); searched in C, as
+#: a Python loop over each character took 11 s on a 50 MB body
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def header_text(message: Message, name: str) -> str | None:
@@ -68,7 +71,7 @@ def usable_address(address: str) -> str | None:
 
 def clean_text(text: str) -> str:
     """Text safe for JSON on both databases: no lone surrogates, no NUL."""
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
+    if _SURROGATE.search(text):
         try:
             text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         except UnicodeError:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import policy
+from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.policy import EmailPolicy
 from typing import Any
 
 from connectors.email.automation import STATUS_PARTS, automation_flags, delivery_report
@@ -48,10 +49,39 @@ MAX_TEXT_CHARS = 16_000
 #: HTML beyond this is cut before conversion: the text is capped far below anyway, and
 #: inscriptis (pure Python) takes about 2 ms per KB of table-heavy newsletter HTML
 MAX_HTML_CHARS = 256 * 1024
+#: A body is cleaned and tidied from at most this many decoded characters (far more than
+#: the MAX_TEXT_CHARS kept): each step copies the text, so a 50 MB body cost seconds and
+#: hundreds of MB for 16,000 characters of result
+MAX_BODY_CHARS = 1024 * 1024
 MAX_ATTACHMENTS = 100
 MAX_PARTS = 1_000
 MAX_DEPTH = 25
 MAX_SUBJECT_CHARS = 998
+#: Parts the parser may build for one message (those of attached messages and delivery
+#: reports included). Why while parsing, not after: the stdlib parser reads every part's
+#: headers again and again (about 0.3 ms a part), so 25 MB of tiny parts (millions of
+#: them) would take minutes before :data:`MAX_PARTS` is ever checked.
+MAX_PARSED_PARTS = 2 * MAX_PARTS
+#: Header lines the parser may read for one message, all its parts together (a real one
+#: has a few dozen, ten a part at most). Why: each is a Python object scanned by every
+#: lookup of a header, so 25 MB of ``X: a`` lines (4 million) took 17 s.
+MAX_HEADERS = 10 * MAX_PARSED_PARTS
+#: Characters of one header value the structured header parser is given (the rest is
+#: dropped). Why: that parser re-slices the rest of a header at each token, so a header
+#: of n characters costs up to n² steps: 4,000 commas in a ``To:`` take 0.16 s, 64 KiB of
+#: them a minute. 8 Ki characters hold far more than the 100 recipients and 50
+#: references kept, and any real ``Content-Type``.
+MAX_HEADER_CHARS = 8 * 1024
+#: Seconds one message may take to parse before it is refused. Why a clock as well as
+#: the limits above: they bound each step, not how many slow steps a message can hold
+#: (2,000 parts, each with its own long and hostile ``Content-Type``); real mail, even
+#: 25 MB of it, reads in well under a second, so this is a backstop, never a judgement.
+MAX_PARSE_SECONDS = 10.0
+#: Bytes handed to the parser at a time: feeding it the whole message at once makes it
+#: hold several copies (one in 4-byte characters); by pieces it holds about two.
+_FEED_BYTES = 1 << 16
+#: Writes headers as they came: refolding would run each through the slow parser again
+_AS_WRITTEN = EmailPolicy(refold_source="none")
 EVENT_TYPE = "email.received"
 SOURCE = "imap"
 _MAX_MESSAGE_ID = 255
@@ -103,8 +133,7 @@ def parse_message(
     """
     received = received_at or utcnow()
     try:
-        # policy.default makes EmailMessage objects (get_body, iter_parts, get_content)
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        message = _parse(raw)
         return _touchpoint(message, raw, source, internal_date, size, received)
     except UnusableMessage:
         raise
@@ -113,6 +142,84 @@ def parse_message(
     except Exception as exc:  # the stdlib parser has many ways to fail on hostile input
         reason = f"cannot parse the message ({type(exc).__name__}: {clean_text(str(exc))[:200]})"
         raise UnusableMessage(reason) from None
+
+
+class _Part(EmailMessage):
+    """A part that knows how deep it is, so nesting is refused as it is read."""
+
+    depth = 0
+
+    def attach(self, payload: Any) -> None:
+        depth = self.depth + 1
+        if depth > MAX_DEPTH:
+            raise UnusableMessage(f"the MIME structure is over {MAX_DEPTH} deep")
+        payload.depth = depth
+        super().attach(payload)
+
+
+class _Reading:
+    """What reading one message has used up: parts built, time, headers parsed once."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+        self.header_lines = 0
+        self.deadline = time.monotonic() + MAX_PARSE_SECONDS
+        self.headers: dict[tuple[str, str], Any] = {}
+
+    def new_part(self, policy: Any) -> _Part:
+        self.parts += 1
+        if self.parts > MAX_PARSED_PARTS:
+            raise UnusableMessage(f"the MIME structure has over {MAX_PARSED_PARTS} parts")
+        self.on_time()
+        return _Part(policy=policy)
+
+    def on_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise UnusableMessage(f"the message takes over {MAX_PARSE_SECONDS:g} s to read")
+
+
+class _Policy(EmailPolicy):
+    """``policy.default`` (EmailMessage objects: get_body, iter_parts, get_content) with
+    the limits of :class:`_Reading`; each header value is parsed once, not per access."""
+
+    reading: _Reading | None = None
+
+    def __init__(self, reading: _Reading) -> None:
+        super().__init__(message_factory=reading.new_part)
+        object.__setattr__(self, "reading", reading)  # policies are read-only once made
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        reading = self.reading
+        if reading is not None:
+            reading.header_lines += 1
+            if reading.header_lines > MAX_HEADERS:
+                raise UnusableMessage(f"the message has over {MAX_HEADERS} header lines")
+        return super().header_source_parse(sourcelines)
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        reading = self.reading
+        if reading is None or hasattr(value, "name"):
+            return super().header_fetch_parse(name, value)
+        reading.on_time()
+        key = (name, value)
+        header = reading.headers.get(key)
+        if header is None:
+            header = super().header_fetch_parse(name, value[:MAX_HEADER_CHARS])
+            reading.headers[key] = header
+        return header
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    """The message tree of ``raw``, read within the limits above (or UnusableMessage)."""
+    reading = _Reading()
+    parser = BytesFeedParser(policy=_Policy(reading))
+    view = memoryview(raw)
+    for start in range(0, len(raw), _FEED_BYTES):
+        parser.feed(bytes(view[start : start + _FEED_BYTES]))
+        reading.on_time()
+    message = parser.close()
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 def _touchpoint(
@@ -145,8 +252,8 @@ def _touchpoint(
         shown = f" ({clean_text(sender)[:100]!r})" if sender else ""
         raise UnusableMessage(f"no usable From address{shown}")
 
-    text, body_format = body_text(message)
-    truncated = len(text) > MAX_TEXT_CHARS
+    text, body_format, cut = body_text(message)
+    truncated = cut or len(text) > MAX_TEXT_CHARS
     attachments = list(attachment_info(message))
     message_id = touchpoint_message_id(own_id, raw)
     properties: dict[str, Any] = {
@@ -204,15 +311,16 @@ def touchpoint_message_id(own_id: str | None, raw: bytes) -> str:
 # -- body and attachments -------------------------------------------------------------------
 
 
-def body_text(message: EmailMessage) -> tuple[str, str]:
-    """The readable text (plain preferred, HTML converted) and which it came from."""
+def body_text(message: EmailMessage) -> tuple[str, str, bool]:
+    """The readable text (plain preferred, HTML converted), which it came from, and
+    whether the body was longer than what was read of it (MAX_BODY_CHARS)."""
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
-        return "", "none"
-    content = _decoded_text(part)
+        return "", "none", False
+    content, cut = _decoded_text(part, MAX_BODY_CHARS)
     if part.get_content_subtype() == "html":
-        return _tidy(html_to_text(content[:MAX_HTML_CHARS])), "html"
-    return _tidy(content), "plain"
+        return _tidy(html_to_text(content[:MAX_HTML_CHARS])), "html", cut
+    return _tidy(content), "plain", cut
 
 
 def html_to_text(html: str) -> str:
@@ -227,20 +335,22 @@ def html_to_text(html: str) -> str:
         return _TAGS.sub(" ", html)
 
 
-def _decoded_text(part: Message) -> str:
+def _decoded_text(part: Message, limit: int) -> tuple[str, bool]:
+    """The part's text, cut to ``limit`` characters, and whether it was cut."""
     try:
         content = part.get_content()  # type: ignore[attr-defined]
         if isinstance(content, str):
-            return clean_text(content)
+            return clean_text(content[:limit]), len(content) > limit
     except (LookupError, UnicodeError, ValueError, AssertionError):
         pass  # unknown charset or broken transfer encoding: decode by hand below
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return clean_text(data.decode(charset, errors="replace"))
+        text = data.decode(charset, errors="replace")
     except LookupError:
-        return clean_text(data.decode("utf-8", errors="replace"))
+        text = data.decode("utf-8", errors="replace")
+    return clean_text(text[:limit]), len(text) > limit
 
 
 def attachment_info(message: EmailMessage) -> Iterator[dict[str, Any]]:
@@ -258,7 +368,7 @@ def attachment_info(message: EmailMessage) -> Iterator[dict[str, Any]]:
             continue  # a body part (or its alternative)
         yield {
             "filename": clean_text(filename)[:255] if filename else None,
-            "content_type": content_type,
+            "content_type": clean_text(content_type),  # a NUL here broke jsonb
             "size": _part_size(part),
         }
 
@@ -280,7 +390,7 @@ def _leaves(part: Message, depth: int, seen: list[int]) -> Iterator[Message]:
 def _part_size(part: Message) -> int:
     try:
         if part.get_content_maintype() == "message":
-            return len(part.as_bytes())
+            return len(part.as_bytes(policy=_AS_WRITTEN))
         payload = part.get_payload(decode=True)
         return len(payload) if isinstance(payload, bytes) else 0
     except Exception:

@@ -10,7 +10,7 @@ even a time the mapping's format cannot read (:func:`row_time`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.files.mapping import FileMapping, UnknownZone, template_columns
@@ -81,7 +81,12 @@ def row_time(
     ``timezone`` field's fault.
     """
     try:
-        return mapping.read_time(text, zone_name)
+        moment = mapping.read_time(text, zone_name)
+        if moment.year in (1, 9999):  # the only years whose UTC instant may not exist
+            moment.astimezone(UTC)
+        return moment
+    except OverflowError:  # 0001-01-01T00:00+05:00: before year 1 in UTC
+        raise RowError(field, f"column {spec!r}: out of range (years 1 to 9999 in UTC)") from None
     except UnknownZone:
         raise RowError("timezone", "unknown time zone; add it to the mapping's timezones") from None
     except ValueError:

@@ -22,6 +22,20 @@ from pipeline import HubError
 FORMATS = {".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 #: (first line, last line, row or None, error or None) for each record of the file.
 Record = tuple[int, int, Any, str | None]
+#: The longest physical line read, in characters. Why: a line is held whole before it is
+#: parsed, so a file without line breaks (a binary dump, a one-line JSON export) was read
+#: into memory entire; past this the line is skipped in pieces and refused with its
+#: number. Far above any real record: twice the API's default request (512 KiB for up to
+#: 1,000 transactions) and eight CSV cells at the csv module's limit (128 Ki characters).
+MAX_LINE_CHARS = 1 << 20
+#: How deep a JSON Lines value may nest. Why: the event log's JSON writer stops at 254
+#: levels and the card-number search and ``str()`` recurse in Python, so one deep line
+#: (orjson reads 1,024) raised and stopped the import; a real export nests a few levels.
+MAX_JSON_DEPTH = 64
+#: Why a NUL is refused: PostgreSQL cannot store it in text or JSON (the import stopped
+#: at the next commit) and no real export has one; a UTF-16 file read as UTF-8 is full of
+#: them, hence the hint.
+NUL_REASON = "contains a NUL character (a binary or UTF-16 file? set encoding in the mapping)"
 
 
 class CountingRaw(io.RawIOBase):
@@ -55,7 +69,8 @@ def file_format(path: Path, explicit: str | None) -> str:
 
 def csv_records(text: IO[str], delimiter: str) -> Iterator[Record]:
     """Every CSV record (blank lines skipped); a malformed one comes with its error."""
-    reader = csv.reader(text, delimiter=delimiter)
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
     previous = 0
     while True:
         try:
@@ -63,11 +78,15 @@ def csv_records(text: IO[str], delimiter: str) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield previous + 1, reader.line_num, None, f"malformed CSV: {exc}"
-            previous = reader.line_num
+            lines.nul = False
+            yield previous + 1, lines.number, None, f"malformed CSV: {exc}"
+            previous = lines.number
             continue
-        start, previous = previous + 1, reader.line_num
-        if row:
+        start, previous = previous + 1, lines.number
+        if lines.nul:
+            lines.nul = False
+            yield start, previous, None, NUL_REASON
+        elif row:
             yield start, previous, row, None
 
 
@@ -85,13 +104,27 @@ def csv_with_header(
         return records, mapping.columns
     first = next(records, None)
     if first is None or first[2] is None:
-        raise HubError(f"{path}: no CSV header line{hint}")
+        why = f" ({first[3]})" if first is not None and first[3] else ""
+        raise HubError(f"{path}: no CSV header line{hint}{why}")
     return records, first[2]
 
 
 def jsonl_records(text: IO[str]) -> Iterator[Record]:
     """Every JSON object of a JSON Lines file (blank lines skipped; others are errors)."""
-    for number, line in enumerate(text, start=1):
+    lines = _Lines(text)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except LineTooLong as exc:
+            yield lines.number, lines.number, None, str(exc)
+            continue
+        number = lines.number
+        if lines.nul:
+            lines.nul = False
+            yield number, number, None, NUL_REASON
+            continue
         if not line.strip():
             continue
         try:
@@ -99,15 +132,84 @@ def jsonl_records(text: IO[str]) -> Iterator[Record]:
         except orjson.JSONDecodeError:
             yield number, number, None, "not a JSON object (malformed JSON)"
             continue
-        if isinstance(value, dict):
-            yield number, number, value, None
-        else:
+        if not isinstance(value, dict):
             yield number, number, None, "each line must be a JSON object"
+            continue
+        # cheap tests first: no escaped NUL, or too few brackets to nest that deep
+        deep = line.count("{") + line.count("[") > MAX_JSON_DEPTH
+        problem = _json_problem(value) if deep or "\\u0000" in line else None
+        if problem is not None:
+            yield number, number, None, problem
+        else:
+            yield number, number, value, None
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be imported (too deep, a NUL), or ``None``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return NUL_REASON
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"nested deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+class LineTooLong(csv.Error):
+    """A physical line over :data:`MAX_LINE_CHARS` (skipped, never held whole)."""
+
+
+class _Lines:
+    """The physical lines of a text stream, numbered, each at most MAX_LINE_CHARS long.
+
+    An overlong line is read past in pieces and raises :class:`LineTooLong` (a
+    ``csv.Error``, so the CSV reader's caller records it like any malformed record);
+    ``nul`` is set when a line holds a NUL character (the reader clears it).
+    """
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self.number = 0
+        self.nul = False
+        self._split_crlf = False  # an overlong line's CR was read, its LF may follow
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._text.readline(MAX_LINE_CHARS + 1)
+        if self._split_crlf:
+            self._split_crlf = False
+            if line == "\n":  # the rest of the overlong line's CRLF: no line of its own
+                line = self._text.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > MAX_LINE_CHARS:
+            while line and not line.endswith(("\n", "\r")):
+                line = self._text.readline(MAX_LINE_CHARS)
+            self._split_crlf = line.endswith("\r")
+            raise LineTooLong(f"line longer than {MAX_LINE_CHARS:,} characters")
+        if "\x00" in line:
+            self.nul = True
+        return line
 
 
 __all__ = [
     "FORMATS",
+    "MAX_JSON_DEPTH",
+    "MAX_LINE_CHARS",
+    "NUL_REASON",
     "CountingRaw",
+    "LineTooLong",
     "Record",
     "csv_records",
     "csv_with_header",

@@ -24,6 +24,11 @@ from connectors.pos.transactions import Kind
 
 _QUARTER_CENT = Decimal("0.0001")
 _MONEY_KEEP = frozenset("0123456789.,-")
+#: Why a row with 1e30 or 1e999999 in a number cell is refused here: the schema would
+#: refuse it anyway (amounts up to 10**12, quantities up to 10**6), but the sums, unit
+#: prices and rounding done first overflow the decimal context, which raised and stopped
+#: the whole import.
+OUT_OF_RANGE = "a number is out of range (amounts go up to 10**12, quantities up to 10**6)"
 
 
 class CompiledMapping:
@@ -142,6 +147,12 @@ class CompiledMapping:
 
         ``kind`` is the group's kind when the caller already read it (saves a lookup).
         """
+        try:
+            return self._build(rows, kind)
+        except ArithmeticError:  # decimal Overflow / InvalidOperation on absurd numbers
+            raise RowError("totals", OUT_OF_RANGE) from None
+
+    def _build(self, rows: Sequence[Any], kind: Kind | None) -> tuple[dict[str, Any], list[int]]:
         first = rows[0]
         if kind is None:
             kind = self.kind(first) or Kind.SALE
@@ -233,26 +244,30 @@ class CompiledMapping:
             if not item and quantity_text is None and price_text is None and amount_text is None:
                 continue
             index = len(items)
-            quantity = Decimal(1)
-            if quantity_text is not None:
-                parsed = _decimal(quantity_text, mark)
-                if parsed is None:
-                    raise self._not_number(quantity_of, f"items.{index}.quantity", position)
-                quantity = abs(parsed) if reverse else parsed
-            item["quantity"] = quantity
-            if price_text is not None:
-                price = _decimal(price_text, mark)
-                if price is None:
-                    raise self._not_number(price_of, f"items.{index}.unit_price", position)
-                item["unit_price"] = abs(price) if reverse else price
-            elif amount_text is not None:
-                amount = _decimal(amount_text, mark)
-                if amount is None:
-                    raise self._not_number(amount_of, f"items.{index}.unit_price", position)
-                if quantity == 0:
-                    raise RowError(f"items.{index}.quantity", "must be greater than 0", position)
-                amount = abs(amount) if reverse else amount
-                item["unit_price"] = (amount / quantity).quantize(_QUARTER_CENT)
+            try:
+                quantity = Decimal(1)
+                if quantity_text is not None:
+                    parsed = _decimal(quantity_text, mark)
+                    if parsed is None:
+                        raise self._not_number(quantity_of, f"items.{index}.quantity", position)
+                    quantity = abs(parsed) if reverse else parsed
+                item["quantity"] = quantity
+                if price_text is not None:
+                    price = _decimal(price_text, mark)
+                    if price is None:
+                        raise self._not_number(price_of, f"items.{index}.unit_price", position)
+                    item["unit_price"] = abs(price) if reverse else price
+                elif amount_text is not None:
+                    amount = _decimal(amount_text, mark)
+                    if amount is None:
+                        raise self._not_number(amount_of, f"items.{index}.unit_price", position)
+                    if quantity == 0:
+                        reason = "must be greater than 0"
+                        raise RowError(f"items.{index}.quantity", reason, position)
+                    amount = abs(amount) if reverse else amount
+                    item["unit_price"] = (amount / quantity).quantize(_QUARTER_CENT)
+            except ArithmeticError:
+                raise RowError(f"items.{index}", OUT_OF_RANGE, position) from None
             items.append(item)
             item_rows.append(position)
         return items, item_rows

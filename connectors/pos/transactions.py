@@ -178,6 +178,11 @@ class Transaction(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """Every cross-field rule in one callback (each Python callback costs time per row)."""
+        if self.occurred_at.year in (1, 9999):  # may have no UTC instant (OverflowError)
+            try:
+                self.occurred_at.astimezone(UTC)
+            except OverflowError:
+                raise _FieldError("occurred_at", "out of range (years 1 to 9999 in UTC)") from None
         if self.currency not in ISO_4217:
             raise _FieldError("currency", "not an ISO 4217 currency code (three letters, e.g. EUR)")
         if self.properties and not RESERVED_PROPERTIES.isdisjoint(self.properties):
