@@ -145,6 +145,25 @@ service imap-login {{
             time.sleep(0.05)
         raise RuntimeError(f"dovecot did not listen on {self.port}\n{self.logs()}")
 
+    def restart(self, pause: float = 1.0) -> None:
+        """Kill the server (SIGKILL: every session drops mid-command) and start it again on
+        the same port with the same mail, as a crashed and restarted server would be."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        deadline = time.monotonic() + 15
+        while self._listening() and time.monotonic() < deadline:  # its login processes
+            time.sleep(0.05)  # die after it
+        time.sleep(pause)
+        self.start()
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), 0.2).close()
+        except OSError:
+            return False
+        return True
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -4,7 +4,8 @@ It speaks what the client speaks: ``POST /2010-04-01/Accounts/{Sid}/Messages.jso
 a form body and HTTP Basic auth (account SID : auth token), answered with Twilio-shaped
 JSON (``201`` and a message resource, or an error body ``{"code", "message", "status"}``).
 Every request is recorded (path, form fields, the Basic credentials it carried), and
-answers can be scripted (``fail_next(500)``, ``fail_next(400, code=21211, …)``) so the
+answers can be scripted (``fail_next(500)``, ``fail_next(400, code=21211, …)``, or
+``outage = 500`` until it is set back to ``None``) so the
 hub's retry and failure paths meet a real HTTP exchange.
 """
 
@@ -46,6 +47,8 @@ class TwilioApi:
     auth_token: str
     requests: list[Recorded] = field(default_factory=list)
     _script: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
+    #: while set, every message request gets this status (an outage), after the script
+    outage: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -112,6 +115,8 @@ class TwilioApi:
         else:
             with self._lock:
                 scripted = self._script.popleft() if self._script else None
+                if scripted is None and self.outage is not None:
+                    scripted = (self.outage, {"status": self.outage, "message": "Unavailable"})
             status, body = scripted or (201, self._message(match.group(1), form))
         with self._lock:
             self.requests.append(

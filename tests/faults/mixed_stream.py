@@ -14,6 +14,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,6 +142,15 @@ def post_stream(hub: Hub, web: list[dict[str, Any]], pos: list[dict[str, Any]]) 
         if pos:
             sold = client.post("/v1/pos/transactions", json=pos)
             assert sold.status_code == 200, sold.text
+
+
+def wait_for(check: Callable[[], bool], hub: Hub, what: str, timeout: float) -> None:
+    """Until ``check()`` holds; else fail with ``what`` and the hub's latest logs."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{hub.logs()[-3000:]}")
+        time.sleep(0.2)
 
 
 def wait_processed(hub: Hub, count: int, timeout: float) -> int:

@@ -36,6 +36,7 @@ from mixed_stream import (
     check_effects,
     post_stream,
     stream,
+    wait_for,
     wait_processed,
 )
 from smtp_server import SmtpSink, start
@@ -70,14 +71,6 @@ def records(out: Path) -> list[dict[str, Any]]:
     if not out.exists():
         return []
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-
-
-def wait_for(check: Callable[[], bool], hub: Hub, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{hub.logs()[-3000:]}")
-        time.sleep(0.5)
 
 
 def test_smtp_refusals_and_failing_or_hanging_receivers_change_no_effect(
