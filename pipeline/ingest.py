@@ -20,10 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from pipeline.db import json_text, sqlite_time
-from pipeline.envelope import Touchpoint, touchpoint_values
+from pipeline.envelope import Touchpoint, touchpoint_values, utcnow
 from pipeline.errors import ValidationError
 from pipeline.identifiers import normalize_identifiers
-from pipeline.models import BATCHES, new_batch
+from pipeline.models import BATCH_DONE, BATCHES, new_batch
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
@@ -161,9 +161,17 @@ def prepare(
     return Prepared(dialect, results, row_index, encode(rows) if rows else None)
 
 
-def append(session: Session, workspace_id: str, prepared: Prepared) -> list[IngestResult]:
-    """Append prepared rows under one new batch; every touchpoint's result, in order."""
-    inserted = _append(session, workspace_id, prepared) if prepared.rows else set()
+def append(
+    session: Session, workspace_id: str, prepared: Prepared, *, batch_id: int | None = None
+) -> list[IngestResult]:
+    """Append prepared rows under one new batch; every touchpoint's result, in order.
+
+    ``batch_id``: under that (queued) batch instead, whose count becomes the new rows
+    (a spooled request's batch, see :mod:`pipeline.spool`).
+    """
+    if batch_id is not None and not prepared.rows:
+        _settle_count(session, batch_id, 0)
+    inserted = _append(session, workspace_id, prepared, batch_id) if prepared.rows else set()
     results = list(prepared.results)
     for message_id, index in prepared.row_index.items():
         status: Outcome = "accepted" if message_id in inserted else "duplicate"
@@ -209,23 +217,37 @@ _ROW_FIELDS = (
 )
 
 
-def _append(session: Session, workspace_id: str, prepared: Prepared) -> set[str]:
-    """Insert the rows under one new batch; returns the message ids that were new."""
+def _append(
+    session: Session, workspace_id: str, prepared: Prepared, batch_id: int | None = None
+) -> set[str]:
+    """Insert the rows under one new batch (or ``batch_id``); the message ids that were new."""
     dialect = session.get_bind().dialect.name
     if dialect != prepared.dialect:
         raise ValueError(f"rows prepared for {prepared.dialect}, appended on {dialect}")
-    batch_id = new_batch(session, workspace_id, prepared.rows)
+    given = batch_id is not None
+    if batch_id is None:
+        batch_id = new_batch(session, workspace_id, prepared.rows)
     if dialect == "postgresql":
         inserted = _insert_recordset(session, workspace_id, batch_id, prepared.encoded)
     else:
         inserted = _insert_sqlite(session, workspace_id, batch_id, prepared.encoded)
-    if len(inserted) < prepared.rows:  # duplicates of events already in the log
+    if given:
+        _settle_count(session, batch_id, len(inserted))
+    elif len(inserted) < prepared.rows:  # duplicates of events already in the log
         batch = BATCHES.c.id == batch_id
         if inserted:
             session.execute(BATCHES.update().where(batch).values(event_count=len(inserted)))
         else:
             session.execute(BATCHES.delete().where(batch))
     return inserted
+
+
+def _settle_count(session: Session, batch_id: int, events: int) -> None:
+    """A given batch now holds ``events`` events; with none it is done (nothing to do)."""
+    values: dict[str, Any] = {"event_count": events}
+    if not events:
+        values.update(status=BATCH_DONE, done_at=utcnow())
+    session.execute(BATCHES.update().where(BATCHES.c.id == batch_id).values(**values))
 
 
 #: most rows per SQLite statement: 12 parameters each, well under SQLite's 32,766

@@ -61,6 +61,11 @@ class IngestMetrics:
         self.rejected = Counter(
             "ecrm_events_rejected", "Events refused at ingest", registry=self.registry
         )
+        self.spooled = Counter(
+            "ecrm_events_spooled",
+            "Messages stored raw in spool mode (expanded into events by a worker)",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "ecrm_events_duplicate", "Events already in the log", registry=self.registry
         )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -140,6 +141,53 @@ class EventFailure(Base):
     retry_batch_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
+class SpooledRequest(Base):
+    """A request stored raw in spool mode (``ECRM_INGEST_MODE=spool``), not yet expanded.
+
+    Why a row per request under a batch: the batch is the outbox row the relay already
+    publishes, leases and sweeps, so a spooled request reaches a worker, survives a lost
+    broker message and is retried exactly like appended events; the worker expands it
+    into events of that same batch (:mod:`pipeline.spool`) and deletes it.
+    """
+
+    __tablename__ = "spooled_requests"
+    __table_args__ = (Index("ix_spooled_requests_batch", "batch_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    batch_id: Mapped[int] = mapped_column(BigId)
+    #: what the body is, and so which mapper expands it (``segment.batch``)
+    kind: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the request body as received (decompressed), JSON
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    #: positions refused at the door (already answered as rejected): not expanded
+    skip: Mapped[Any] = mapped_column(JsonDoc)
+
+
+class IngestRejection(Base):
+    """A spooled message that passed the door's checks but not expansion: kept, listed.
+
+    Why a table: the client was answered before the message was mapped and validated, so
+    a refusal found later must be visible somewhere (``GET /v1/ingest/rejections``),
+    never dropped silently.
+    """
+
+    __tablename__ = "ingest_rejections"
+    __table_args__ = (Index("ix_ingest_rejections_workspace", "workspace_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), ForeignKey("workspaces.id"))
+    batch_id: Mapped[int] = mapped_column(BigId)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the message's index in the request's ``batch`` array
+    position: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    field: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    rejected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def new_batch(session: Session, workspace_id: str, events: int, *, replay: bool = False) -> int:
     """Insert a queued batch row, due at once (the relay publishes it next); its id."""
     now = utcnow()
@@ -164,3 +212,5 @@ def new_batch(session: Session, workspace_id: str, events: int, *, replay: bool 
 EVENTS = cast(Table, Event.__table__)
 BATCHES = cast(Table, Batch.__table__)
 FAILURES = cast(Table, EventFailure.__table__)
+SPOOLED = cast(Table, SpooledRequest.__table__)
+REJECTIONS = cast(Table, IngestRejection.__table__)

@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session
 
 from pipeline.db import Database, UTCDateTime
 from pipeline.envelope import utcnow
-from pipeline.models import BATCH_DONE, BATCH_QUEUED, FAILURES, Batch, Event, EventFailure
+from pipeline.models import (
+    BATCH_DONE,
+    BATCH_QUEUED,
+    FAILURES,
+    SPOOLED,
+    Batch,
+    Event,
+    EventFailure,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -107,11 +115,17 @@ def quarantine_exhausted(session: Session, *, now: datetime | None = None) -> in
     """Batches that failed :data:`MAX_BATCH_ATTEMPTS` times: their events become ``failed``.
 
     They stay visible (``GET /v1/events?status=failed``) and can be replayed after a fix.
+    A batch whose spooled requests were never expanded has no events to quarantine: it
+    stays queued and retried (ever less often), its requests kept and counted as backlog.
     """
     now = now or utcnow()
     batches = list(
         session.scalars(
-            select(Batch).where(Batch.status == BATCH_QUEUED, Batch.attempts >= MAX_BATCH_ATTEMPTS)
+            select(Batch).where(
+                Batch.status == BATCH_QUEUED,
+                Batch.attempts >= MAX_BATCH_ATTEMPTS,
+                ~exists().where(SPOOLED.c.batch_id == Batch.id),
+            )
         )
     )
     for batch in batches:

@@ -70,6 +70,9 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     max_request_bytes: int = 512 * 1024
     max_event_bytes: int = 32 * 1024
+    #: ``validate``: a batch is mapped, validated, normalized and appended to the event log
+    #: before the answer; ``spool``: checked for shape and stored raw, expanded by a worker
+    ingest_mode: str = "validate"
     #: requests a second per write key in each API process (0: no limit), and the burst
     rate_limit: float = 0.0
     rate_burst: int = 100
@@ -398,6 +401,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sync = (env.get("ECRM_SQLITE_SYNCHRONOUS") or "NORMAL").upper()
     if sync not in ("NORMAL", "FULL"):
         raise SettingsError("ECRM_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+    ingest_mode = (env.get("ECRM_INGEST_MODE") or "validate").lower()
+    if ingest_mode not in ("validate", "spool"):
+        raise SettingsError(f"ECRM_INGEST_MODE must be validate or spool, got {ingest_mode!r}")
     security = (env.get("ECRM_SMTP_SECURITY") or "starttls").lower()
     if security not in ("starttls", "tls", "none"):
         raise SettingsError("ECRM_SMTP_SECURITY must be starttls, tls or none")
@@ -420,6 +426,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_synchronous=sync,
         max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
         max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),
+        ingest_mode=ingest_mode,
         rate_limit=_float(env, "ECRM_RATE_LIMIT", 0.0, 0.0),
         rate_burst=_int(env, "ECRM_RATE_BURST", 100, 1, 1_000_000),
         key_refresh_seconds=_float(env, "ECRM_KEY_REFRESH_SECONDS", 5.0, 0.0),

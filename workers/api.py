@@ -26,9 +26,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.pos.http import TooManyTransactions, read_transactions
 from connectors.web import SegmentMessageError, to_touchpoint
+from connectors.web.batch import MAX_BATCH_MESSAGES, SEGMENT_BATCH, check_batch, map_batch
 from identity.views import decode_cursor, event_views, find_profile_id, timeline
 from personalization.rules.firings import firings_of_events
 from pipeline import IngestResult, ValidationError, utcnow
@@ -37,9 +40,11 @@ from pipeline.ingest import request_outcome
 from pipeline.metrics import IngestMetrics
 from pipeline.models import EVENT_STATUSES
 from pipeline.schema import ensure_workspaces
+from pipeline.spool import SpoolItem
 from pipeline.write_keys import KEY_PREFIX, ManagedKeys
 from workers.api_actions import actions_router
 from workers.api_identity import identity_router
+from workers.api_ingest import ingest_router
 from workers.api_keys import keys_router
 from workers.api_labels import labels_router
 from workers.api_loyalty import loyalty_router
@@ -59,7 +64,6 @@ from workers.rate_limit import RateLimiter
 from workers.relay_trigger import RelayTrigger
 from workers.runtime import Runtime
 
-MAX_BATCH_MESSAGES = 2500
 #: what a 503 for an unavailable database tells clients to wait
 DATABASE_RETRY_AFTER_SECONDS = 5
 log = structlog.get_logger(__name__)
@@ -94,6 +98,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         relay.stop()
 
     app = FastAPI(title="ecrm-hub", version="0.1.0", lifespan=lifespan)
+    if settings.ingest_mode == "spool":
+        app.add_middleware(SpoolGateway, handle=lambda *args: spool_gateway(*args))
     if settings.cors_origins:
         # Browsers (analytics.js) call the tracking API from the shop's own origin.
         app.add_middleware(
@@ -111,6 +117,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(OperationalError)
     async def _database_unavailable(_: Request, exc: OperationalError) -> Response:
+        return database_unavailable(exc)
+
+    def database_unavailable(exc: OperationalError) -> Response:
         """The database is down, unreachable or busy: a 503 the client retries, not a 500."""
         log.warning("database_unavailable", error=str(exc.orig)[:300])
         detail = (
@@ -138,27 +147,21 @@ def create_app(runtime: Runtime) -> FastAPI:
         field = str(first["loc"][-1]) if first.get("loc") else "query"
         return Problem(400, "Invalid request", str(first.get("msg", "invalid")), field).response()
 
-    async def read_json(request: Request, limit: int | None = None) -> Any:
-        limit = limit or settings.max_request_bytes
-        too_large = Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > limit:
-                raise too_large
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            raw = bytearray(_gunzip(bytes(raw), limit))
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Problem(400, "Malformed JSON", f"body is not valid JSON: {exc}", "body") from None
+    async def read_json(request: Request, limit: int | None = None) -> tuple[bytes, Any]:
+        """The body as received (decompressed) and parsed."""
+        headers = request.headers
+        return await read_body(
+            request.stream(),
+            headers.get("content-length"),
+            headers.get("content-encoding", ""),
+            limit or settings.max_request_bytes,
+        )
 
     def basic_write_key(request: Request) -> str | None:
         """The write key from HTTP Basic (Segment's way), checked before the body is read."""
-        header = request.headers.get("authorization", "")
+        return basic_key(request.headers.get("authorization", ""))
+
+    def basic_key(header: str) -> str | None:
         if not header.lower().startswith("basic "):
             return None
         try:
@@ -185,13 +188,15 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise problem
         return workspace
 
-    async def authenticated_json(request: Request, limit: int | None = None) -> tuple[str, Any]:
-        """The writing workspace and the parsed body of an ingestion request."""
+    async def authenticated_json(
+        request: Request, limit: int | None = None
+    ) -> tuple[str, bytes, Any]:
+        """The writing workspace, and the raw and parsed body of an ingestion request."""
         key = basic_write_key(request)
         # A bad Basic key is refused before the body is even read.
         workspace = workspace_for_write(key, None) if key is not None else None
-        body = await read_json(request, limit)
-        return workspace or workspace_for_write(None, body), body
+        raw, body = await read_json(request, limit)
+        return workspace or workspace_for_write(None, body), raw, body
 
     def workspace_for_admin(request: Request) -> str:
         return admin_workspace(request, admin)
@@ -218,21 +223,25 @@ def create_app(runtime: Runtime) -> FastAPI:
         if accepted:
             relay.notify(sum(accepted.values()))
 
-    writer = GroupWriter(db, settings.default_region, on_commit=committed)
+    def spooled(workspace: str, count: int) -> None:
+        metrics.spooled.inc(count)
+        relay.notify(count)
+
+    writer = GroupWriter(db, settings.default_region, on_commit=committed, on_spooled=spooled)
     store = writer.store
 
     def tracking_route(message_type: str | None) -> Callable[[Request], Any]:
-        async def route(request: Request) -> JSONResponse:
+        async def route(request: Request) -> Response:
             with metrics.request_seconds.time():
                 return await handle(request)
 
-        async def handle(request: Request) -> JSONResponse:
+        async def handle(request: Request) -> Response:
             single = message_type != "batch"
             limit = min(settings.max_event_bytes, settings.max_request_bytes) if single else None
-            workspace, body = await authenticated_json(request, limit)
+            workspace, raw, body = await authenticated_json(request, limit)
             received = utcnow()
             if not single:
-                return await _batch(workspace, body, received)
+                return await _batch(workspace, raw, body, received)
             try:
                 touchpoint = to_touchpoint(
                     body,
@@ -249,40 +258,75 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         return route
 
-    async def _batch(workspace: str, body: Any, received: datetime) -> JSONResponse:
+    def check_batch_body(body: Any) -> Problem:
+        """A batch body's own shape (else the 4xx); the 400 for "no message was valid"."""
         if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
             raise Problem(400, "Invalid batch", "body needs a 'batch' array", "batch")
-        messages = body["batch"]
-        if len(messages) > MAX_BATCH_MESSAGES:
+        if len(body["batch"]) > MAX_BATCH_MESSAGES:
             raise Problem(413, "Payload Too Large", f"at most {MAX_BATCH_MESSAGES} messages")
-        shared_context = body.get("context") if isinstance(body.get("context"), dict) else {}
-        touchpoints: list[dict[str, Any]] = []
-        positions: list[int] = []
-        rejected: list[dict[str, Any]] = []
-        max_bytes, region, dumps = settings.max_event_bytes, settings.default_region, orjson.dumps
-        for index, message in enumerate(messages):
-            size = len(dumps(message))
-            if size > max_bytes:
-                reason = f"message is {size} bytes; the limit is {max_bytes}"
-                rejected.append({"index": index, "field": "message", "reason": reason})
-                continue
-            if shared_context and isinstance(message, dict):
-                own_context = message.get("context")
-                if own_context is None or isinstance(own_context, dict):
-                    message = {**message, "context": {**shared_context, **(own_context or {})}}
-            try:
-                touchpoints.append(
-                    to_touchpoint(message, received_at=received, default_region=region)
-                )
-                positions.append(index)
-            except SegmentMessageError as exc:
-                rejected.append({"index": index, "field": exc.field, "reason": exc.reason})
-        results = await store(workspace, touchpoints) if touchpoints else []
-        metrics.rejected.inc(len(rejected))
-        outcome = request_outcome(results, positions, rejected)
-        return batch_answer(
-            *outcome, Problem(400, "Invalid batch", "no message in the batch was valid", "batch")
+        return Problem(400, "Invalid batch", "no message in the batch was valid", "batch")
+
+    async def _batch(workspace: str, raw: bytes, body: Any, received: datetime) -> Response:
+        nothing_valid = check_batch_body(body)
+        if settings.ingest_mode == "spool":
+            return await _spool(workspace, raw, body, received, nothing_valid)
+        mapped = map_batch(
+            body,
+            received_at=received,
+            default_region=settings.default_region,
+            max_event_bytes=settings.max_event_bytes,
+            body_bytes=len(raw),
         )
+        touchpoints = mapped.touchpoints
+        results = await store(workspace, touchpoints) if touchpoints else []
+        metrics.rejected.inc(len(mapped.rejected))
+        outcome = request_outcome(results, mapped.positions, mapped.rejected)
+        return batch_answer(*outcome, nothing_valid)
+
+    async def _spool(
+        workspace: str, raw: bytes, body: dict[str, Any], received: datetime, nothing_valid: Problem
+    ) -> Response:
+        """Spool mode: check the messages' shape, store the request, answer (see
+        :mod:`pipeline.spool`); the worker maps and validates the rest."""
+        count, rejected = check_batch(
+            body, max_event_bytes=settings.max_event_bytes, body_bytes=len(raw)
+        )
+        metrics.rejected.inc(len(rejected))
+        if not count:
+            nothing_valid.extra["rejected"] = rejected
+            raise nothing_valid
+        if "writeKey" in body:  # a secret: not kept in the database
+            raw = orjson.dumps({k: v for k, v in body.items() if k != "writeKey"})
+        skip = [item["index"] for item in rejected]
+        await writer.store_raw(workspace, SpoolItem(SEGMENT_BATCH, raw, received, skip, count))
+        answer = {"success": True, "accepted": count, "rejected": rejected, "spooled": True}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    async def spool_gateway(scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/batch`` in spool mode, answered before FastAPI's routing (see
+        :class:`SpoolGateway`): the same checks, problems and answer as the route."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        response: Response
+        try:
+            with metrics.request_seconds.time():
+                key = basic_key(headers.get("authorization", ""))
+                workspace = workspace_for_write(key, None) if key is not None else None
+                raw, body = await read_body(
+                    _chunks(receive),
+                    headers.get("content-length"),
+                    headers.get("content-encoding", ""),
+                    settings.max_request_bytes,
+                )
+                workspace = workspace or workspace_for_write(None, body)
+                received = utcnow()
+                response = await _spool(workspace, raw, body, received, check_batch_body(body))
+        except Problem as exc:
+            response = exc.response()
+        except OperationalError as exc:
+            response = database_unavailable(exc)
+        except ClientDisconnect:
+            return
+        await response(scope, receive, send)
 
     def batch_answer(
         accepted: int, duplicates: int, rejected: list[dict[str, Any]], nothing_valid: Problem
@@ -312,7 +356,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def pos_transactions(request: Request) -> JSONResponse:
         """POS transactions (one, a list, or ``{"transactions": [...]}``); see connectors.pos."""
         with metrics.request_seconds.time():
-            workspace, body = await authenticated_json(request)
+            workspace, _, body = await authenticated_json(request)
             try:
                 batch = read_transactions(
                     body, received_at=utcnow(), default_region=settings.default_region
@@ -436,8 +480,63 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(labels_router(runtime, admin))
     app.include_router(webhooks_router(runtime, admin))
     app.include_router(keys_router(runtime, admin, managed_keys))
+    app.include_router(ingest_router(runtime, admin))
     install_openapi(app)
     return app
+
+
+#: the routes spool mode answers in :class:`SpoolGateway`
+SPOOLED_PATHS = frozenset({"/v1/batch", "/v1/import", "/v1/b"})
+
+
+class SpoolGateway:
+    """ASGI middleware: in spool mode, the batch routes are answered before FastAPI.
+
+    Why: once a batch is only checked and stored, FastAPI's and Starlette's layers
+    (routing, the request object, exception middleware) cost about as much as the work
+    itself (py-spy on ``ecrm serve`` under wrk). The handler is the app's own, with its
+    authentication, limits and problem answers; CORS, added after it, still wraps it.
+    """
+
+    def __init__(self, app: ASGIApp, handle: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.app, self.handle = app, handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SPOOLED_PATHS:
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The body's chunks from raw ASGI messages."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], declared: str | None, encoding: str, limit: int
+) -> tuple[bytes, Any]:
+    """A body read up to ``limit`` bytes (413 past it, after gzip too) and parsed (400)."""
+    too_large = Problem(413, "Payload Too Large", f"body over {limit} bytes", "body")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    raw = bytearray()
+    async for chunk in chunks:
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise too_large
+    if encoding.lower() == "gzip":
+        raw = bytearray(_gunzip(bytes(raw), limit))
+    try:
+        return bytes(raw), orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "Malformed JSON", f"body is not valid JSON: {exc}", "body") from None
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:

@@ -72,6 +72,7 @@ class HttpBenchResult:
 
     backend: str
     per_request: int
+    ingest_mode: str
     hub_requests_per_s: float
     parse_only_requests_per_s: float
 
@@ -138,8 +139,13 @@ def bench_http(
     connections: int,
     per_request: int,
     pg_admin_url: str,
+    ingest_mode: str = "validate",
 ) -> HttpBenchResult:
-    """Measure hub and parse-only app in turn, under identical wrk load."""
+    """Measure hub and parse-only app in turn, under identical wrk load.
+
+    ``ingest_mode``: the hub's ``ECRM_INGEST_MODE`` (``spool`` stores each request after a
+    check of its messages' shape; see :mod:`pipeline.spool`).
+    """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
     work = Path(tempfile.mkdtemp(prefix="ecrm-bench-http-"))
@@ -159,6 +165,7 @@ def bench_http(
                 ECRM_ADMIN_TOKEN=ADMIN_TOKEN,
                 ECRM_HTTP_PORT=str(port),
                 ECRM_LOG_LEVEL="WARNING",
+                ECRM_INGEST_MODE=ingest_mode,
             )
             hub = _serve(["workers.cli", "serve"], env, work / "serve.log")
             try:
@@ -179,7 +186,7 @@ def bench_http(
             _stop(parse_only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return HttpBenchResult(backend, per_request, hub_rps, parse_rps)
+    return HttpBenchResult(backend, per_request, ingest_mode, hub_rps, parse_rps)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ Any error the hub raises on purpose is printed as one line and exits with status
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -69,13 +70,30 @@ def serve() -> None:
 
     runtime = _runtime(migrate=True)
     settings = runtime.settings
+    app = create_app(runtime)
+    calm_garbage_collector()
     uvicorn.run(
-        create_app(runtime),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def calm_garbage_collector() -> None:
+    """Freeze the API's heap after start-up and collect the young generation less often.
+
+    Why: after importing FastAPI, SQLAlchemy and pydantic the process holds about 190,000
+    objects the collector would walk on every full collection, and parsing one 100-event
+    batch allocates about 2,000 more, so collections kept firing inside ``orjson.loads``:
+    under wrk it cost 480 µs of CPU per batch instead of 70 µs (measured in ``ecrm
+    serve``). Frozen objects are never walked; a gen-0 threshold of 20,000 objects lets
+    a request's short-lived objects die before anyone looks at them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 @main.command()

@@ -68,34 +68,50 @@ def bench_pos_import_command(
 @click.option("--seconds", default=10, show_default=True, help="Load duration per target.")
 @click.option("--connections", default=8, show_default=True, help="wrk connections.")
 @click.option("--per-request", default=100, show_default=True, help="Events per /v1/batch.")
+@click.option(
+    "--ingest-mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["validate", "spool"]),
+    default=["validate"],
+    show_default=True,
+    help="The hub's ECRM_INGEST_MODE (repeat for both: each beside its own parse-only run).",
+)
 @_database_backends
 @_pg_admin_url
 def bench_http_command(
-    seconds: int, connections: int, per_request: int, backends: tuple[str, ...], pg_admin_url: str
+    seconds: int,
+    connections: int,
+    per_request: int,
+    modes: tuple[str, ...],
+    backends: tuple[str, ...],
+    pg_admin_url: str,
 ) -> None:
     """HTTP ingest via /v1/batch (wrk) beside a parse-only uvicorn app, same load."""
     from workers.bench_http import bench_http
 
     click.echo(
-        f"{'backend':10} {'events/req':>10} {'hub req/s':>10} {'hub ev/s':>10} "
+        f"{'backend':10} {'mode':8} {'events/req':>10} {'hub req/s':>10} {'hub ev/s':>10} "
         f"{'parse-only req/s':>16} {'parse-only ev/s':>15} {'hub/parse-only':>14}"
     )
     for backend in backends:
-        try:
-            result = bench_http(
-                backend,
-                seconds=seconds,
-                connections=connections,
-                per_request=per_request,
-                pg_admin_url=pg_admin_url,
+        for mode in modes:
+            try:
+                result = bench_http(
+                    backend,
+                    seconds=seconds,
+                    connections=connections,
+                    per_request=per_request,
+                    pg_admin_url=pg_admin_url,
+                    ingest_mode=mode,
+                )
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(
+                f"{backend:10} {mode:8} {per_request:10d} {result.hub_requests_per_s:10.0f} "
+                f"{result.hub_events_per_s:10.0f} {result.parse_only_requests_per_s:16.0f} "
+                f"{result.parse_only_events_per_s:15.0f} {result.ratio:14.1%}"
             )
-        except RuntimeError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(
-            f"{backend:10} {per_request:10d} {result.hub_requests_per_s:10.0f} "
-            f"{result.hub_events_per_s:10.0f} {result.parse_only_requests_per_s:16.0f} "
-            f"{result.parse_only_events_per_s:15.0f} {result.ratio:14.1%}"
-        )
 
 
 @bench.command("ingest")

@@ -25,11 +25,14 @@ import structlog
 
 from pipeline import Database, IngestResult
 from pipeline.ingest import append, prepare
+from pipeline.spool import SpoolItem, spool
 
 log = structlog.get_logger(__name__)
 
 #: called after a group commits: (workspace, touchpoints, results) of each request
 Committed = Callable[[str, Sequence[dict[str, Any]], Sequence[IngestResult]], None]
+#: called after spooled requests commit: (workspace, messages spooled)
+Spooled = Callable[[str, int], None]
 
 
 @dataclass
@@ -38,6 +41,12 @@ class _Request:
     touchpoints: list[dict[str, Any]]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[IngestResult]] = field(repr=False)
+    #: a request to store raw (spool mode) instead of touchpoints
+    item: SpoolItem | None = None
+
+    @property
+    def size(self) -> int:
+        return self.item.count if self.item is not None else len(self.touchpoints)
 
 
 class GroupWriter:
@@ -49,12 +58,14 @@ class GroupWriter:
         default_region: str,
         *,
         on_commit: Committed,
+        on_spooled: Spooled | None = None,
         writers: int | None = None,
         max_events: int = 5000,
     ) -> None:
         self._db = db
         self._region = default_region
         self._on_commit = on_commit
+        self._on_spooled = on_spooled
         self._max_events = max_events
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         count = writers or (1 if db.dialect == "sqlite" else 4)
@@ -80,12 +91,19 @@ class GroupWriter:
         self._queue.put(request)
         return await request.future
 
+    async def store_raw(self, workspace: str, item: SpoolItem) -> None:
+        """Spool one request (with other requests'), return once committed."""
+        loop = asyncio.get_running_loop()
+        request = _Request(workspace, [], loop, loop.create_future(), item)
+        self._queue.put(request)
+        await request.future
+
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            group, events = [first], len(first.touchpoints)
+            group, events = [first], first.size
             while events < self._max_events:
                 try:
                     more = self._queue.get_nowait()
@@ -95,14 +113,20 @@ class GroupWriter:
                     self._queue.put(None)  # leave the stop signal for this thread's next turn
                     break
                 group.append(more)
-                events += len(more.touchpoints)
+                events += more.size
             self._write(group)
 
     def _write(self, group: list[_Request]) -> None:
         by_workspace: dict[str, list[_Request]] = {}
         for request in group:
             by_workspace.setdefault(request.workspace, []).append(request)
-        for workspace, requests in by_workspace.items():
+        for workspace, all_requests in by_workspace.items():
+            raw = [request for request in all_requests if request.item is not None]
+            if raw:
+                self._spool(workspace, raw)
+            requests = [request for request in all_requests if request.item is None]
+            if not requests:
+                continue
             touchpoints = [tp for request in requests for tp in request.touchpoints]
             try:
                 # validated and encoded before the write lock, which is held for the insert
@@ -123,6 +147,25 @@ class GroupWriter:
                 except Exception as exc:  # bookkeeping (metrics) must never lose a result
                     log.error("ingest_commit_hook_failed", error=str(exc))
                 _resolve(request, own)
+
+    def _spool(self, workspace: str, requests: list[_Request]) -> None:
+        """Store spooled requests in one transaction, under one batch."""
+        items = [request.item for request in requests if request.item is not None]
+        try:
+            with self._db.write() as session:
+                spool(session, workspace, items)
+        except Exception as exc:  # the database failed: every request of the group does
+            log.error("spool_failed", workspace=workspace, error=str(exc))
+            for request in requests:
+                _resolve(request, exc)
+            return
+        if self._on_spooled is not None:
+            try:
+                self._on_spooled(workspace, sum(item.count for item in items))
+            except Exception as exc:  # bookkeeping (metrics) must never lose a result
+                log.error("ingest_commit_hook_failed", error=str(exc))
+        for request in requests:
+            _resolve(request, [])
 
 
 def _renumber(results: Sequence[IngestResult], offset: int) -> list[IngestResult]:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 import identity
+from connectors.web.batch import SEGMENT_BATCH, spooled_batch_mapper
 from identity.config import IdentityConfig
 from identity.resolve import Plan as IdentityPlan
 from personalization import consent
@@ -36,6 +37,7 @@ from pipeline.processing import (
     load_batches,
     record_batch_error,
 )
+from pipeline.spool import expand, spooled
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -76,6 +78,7 @@ def process_batches(
     then, and a trip through the broker's retry backoff would cost seconds.
     """
     options = _Options(config, loyalty_config, default_region, dict(channel_caps or {}))
+    _expand_spooled(db, batch_ids, default_region)
     if db.dialect == "sqlite":
         done = _process_optimistically(db, batch_ids, options)
         if done is not None:
@@ -92,6 +95,28 @@ def process_batches(
             _record_error(db, batch_ids, cause)
             raise
     raise AssertionError("unreachable")
+
+
+def _expand_spooled(db: Database, batch_ids: Sequence[int], default_region: str) -> None:
+    """Spool mode: the batches' requests stored raw become their events first.
+
+    In a transaction of its own, so that processing (and quarantining an event that
+    fails) then meets ordinary events; a batch without spooled requests costs one read.
+    """
+    with db.read() as session:
+        pending = spooled(session, batch_ids)
+    if not pending:
+        return
+    mappers = {SEGMENT_BATCH: spooled_batch_mapper(default_region)}
+    try:
+        with db.write() as session:
+            done = expand(session, pending, mappers, default_region)
+    except Exception as exc:
+        _record_error(db, batch_ids, exc)
+        if is_transient(exc):
+            raise TransientError(str(exc)) from exc
+        raise
+    log.debug("spool_expanded", batch_ids=pending, events=done.events, rejected=done.rejected)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,80 @@ def _id(message: dict[str, Any], field: str) -> str | None:
     return str(value)
 
 
+def shape_problem(message: Any) -> tuple[str, str] | None:
+    """What :func:`to_touchpoint` would refuse for the message's shape, or ``None``.
+
+    Why separate: in spool mode (``ECRM_INGEST_MODE=spool``) the API answers after this
+    check alone, in a microsecond or so a message, and the worker maps the message later
+    (timestamps, ids and traits are read then). What this accepts, ``to_touchpoint``
+    accepts too, except for an unreadable timestamp or an id that is too long.
+    """
+    if type(message) is not dict:
+        return "body", "each message must be a JSON object"
+    get = message.get
+    kind = get("type")
+    if kind not in _TYPE_SET:
+        return "type", f"must be one of {', '.join(SEGMENT_TYPES)}"
+    if _plain(get("userId"), get("anonymousId"), get("messageId")) and kind != "alias":
+        # the common case, checked with few calls: a string id, a string messageId or none
+        if kind == "track" and not _named(get("event")):
+            return "event", "track needs an event name (with letters or digits)"
+        for field in _OBJECT_FIELDS:
+            value = get(field)
+            if value is not None and type(value) is not dict:
+                return field, "must be an object"
+        for field in _TIME_FIELDS:
+            value = get(field)
+            if value is not None and type(value) is not str:
+                return field, "must be an ISO-8601 string"
+        return None
+    try:
+        if _id(message, "userId") is None and _id(message, "anonymousId") is None:
+            return "userId", "userId or anonymousId is required"
+        _id(message, "messageId")
+        if kind == "alias" and _id(message, "previousId") is None:
+            return "previousId", "alias needs the previous id"
+    except SegmentMessageError as exc:
+        return exc.field, exc.reason
+    if kind == "track" and not _named(get("event")):
+        return "event", "track needs an event name (with letters or digits)"
+    for field in _OBJECT_FIELDS:
+        value = get(field)
+        if value is not None and not isinstance(value, dict):
+            return field, "must be an object"
+    for field in _TIME_FIELDS:
+        value = get(field)
+        if value is not None and not isinstance(value, str):
+            return field, "must be an ISO-8601 string"
+    return None
+
+
+_TYPE_SET = frozenset(SEGMENT_TYPES)
+_OBJECT_FIELDS = ("context", "traits", "properties")
+_TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
+
+
+def _plain(user_id: Any, anonymous_id: Any, message_id: Any) -> bool:
+    """A non-empty string user or anonymous id (neither of another type), and a string
+    ``messageId`` or none: what almost every client sends."""
+    if message_id is not None and type(message_id) is not str:
+        return False
+    user_ok = user_id is None or type(user_id) is str
+    anonymous_ok = anonymous_id is None or type(anonymous_id) is str
+    return user_ok and anonymous_ok and bool(user_id or anonymous_id)
+
+
+def _named(name: Any) -> bool:
+    """A track's ``event`` that :func:`event_type` can map (cached: names repeat)."""
+    if type(name) is not str or not name.strip():
+        return False
+    try:
+        event_type(name)
+    except SegmentMessageError:
+        return False
+    return True
+
+
 def to_touchpoint(
     message: Any,
     *,

@@ -31,11 +31,12 @@ def test_bench_ingest_runs_end_to_end_on_sqlite() -> None:
     assert float(api_cpu) > 0 and float(worker_cpu) > 0
 
 
-def test_bench_http_runs_against_hub_and_parse_only_app() -> None:
-    header, row = bench("http", "--seconds", "1")
+@pytest.mark.parametrize("mode", ["validate", "spool"])
+def test_bench_http_runs_against_hub_and_parse_only_app(mode: str) -> None:
+    header, row = bench("http", "--seconds", "1", "--ingest-mode", mode)
     assert "hub ev/s" in header and "parse-only ev/s" in header
-    backend, per_request, hub_rps, hub_eps, parse_rps, parse_eps, ratio = row
-    assert (backend, per_request) == ("sqlite", "100")
+    backend, shown_mode, per_request, hub_rps, hub_eps, parse_rps, parse_eps, ratio = row
+    assert (backend, shown_mode, per_request) == ("sqlite", mode, "100")
     assert float(hub_rps) > 0 and float(parse_rps) > 0 and ratio.endswith("%")
     assert float(hub_eps) == pytest.approx(float(hub_rps) * 100, rel=0.01, abs=100)
     assert float(parse_eps) == pytest.approx(float(parse_rps) * 100, rel=0.01, abs=100)
