@@ -165,6 +165,7 @@ def run_pipeline(
     events: int,
     clients: int,
     worker_concurrency: int | None = None,
+    ingest_mode: str = "validate",
 ) -> BenchResult:
     """Start API + worker for one backend, send ``events`` over HTTP, time until processed."""
     home = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
@@ -178,6 +179,7 @@ def run_pipeline(
         ECRM_ADMIN_TOKEN=ADMIN_TOKEN,
         ECRM_HTTP_PORT=str(port),
         ECRM_LOG_LEVEL="WARNING",
+        ECRM_INGEST_MODE=ingest_mode,
     )
     if worker_concurrency is not None:  # else the hub's default: one per core, up to 4
         env["ECRM_WORKER_CONCURRENCY"] = str(worker_concurrency)
@@ -284,18 +286,23 @@ def bench_backend(
     pg_admin_url: str,
     broker_url: str | None,
     worker_concurrency: int | None = None,
+    ingest_mode: str = "validate",
 ) -> BenchResult:
     """End-to-end and raw-insert figures for one backend, measured in this run."""
     if backend == "sqlite":
         with scratch_sqlite() as (db_url, broker):
-            e2e = run_pipeline(backend, db_url, broker, events, clients, worker_concurrency)
+            e2e = run_pipeline(
+                backend, db_url, broker, events, clients, worker_concurrency, ingest_mode
+            )
         with scratch_sqlite() as (db_url, _):
             raw = raw_insert_rate(db_url, events)
     else:
         if broker_url is None:
             raise ValueError(f"{backend} needs a broker URL")
         with scratch_postgres(pg_admin_url) as db_url:
-            e2e = run_pipeline(backend, db_url, broker_url, events, clients, worker_concurrency)
+            e2e = run_pipeline(
+                backend, db_url, broker_url, events, clients, worker_concurrency, ingest_mode
+            )
         with scratch_postgres(pg_admin_url) as db_url:
             raw = raw_insert_rate(db_url, events)
     return BenchResult(

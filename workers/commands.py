@@ -133,12 +133,20 @@ def bench_http_command(
     help="Worker processes (ECRM_WORKER_CONCURRENCY) of the hub under test "
     "[default: the hub's, one per core up to 4].",
 )
+@click.option(
+    "--ingest-mode",
+    type=click.Choice(["validate", "spool"]),
+    default="validate",
+    show_default=True,
+    help="The hub's ECRM_INGEST_MODE (the backend is shown as BACKEND+spool).",
+)
 def bench_ingest(
     events: int,
     clients: int,
     backends: tuple[str, ...],
     pg_admin_url: str,
     worker_concurrency: int | None,
+    ingest_mode: str,
 ) -> None:
     """HTTP batch -> processed profiles, events/s, beside the raw batched-insert ceiling."""
     from workers.bench import bench_backend
@@ -149,10 +157,17 @@ def bench_ingest(
     )
     for backend in backends:
         result = bench_backend(
-            backend, events, clients, pg_admin_url, BROKERS.get(backend), worker_concurrency
+            backend,
+            events,
+            clients,
+            pg_admin_url,
+            BROKERS.get(backend),
+            worker_concurrency,
+            ingest_mode,
         )
+        label = backend if ingest_mode == "validate" else f"{backend}+{ingest_mode}"
         click.echo(
-            f"{backend:20} {result.events:7d} {result.end_to_end_per_s:9.0f} "
+            f"{label:20} {result.events:7d} {result.end_to_end_per_s:9.0f} "
             f"{result.ingest_per_s:11.0f} {result.raw_insert_per_s:15.0f} {result.ratio:8.1%} "
             f"{result.api_cpu_us:13.0f} {result.worker_cpu_us:16.0f}"
         )
