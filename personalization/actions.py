@@ -148,9 +148,10 @@ def new_action_id() -> str:
     return "act_" + uuid7().hex
 
 
-def backoff_seconds(attempts: int) -> float:
-    """The wait after the ``attempts``-th failed attempt: 30 s, 60 s, 120 s … at most 1 h."""
-    return float(min(BASE_BACKOFF_SECONDS * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
+def backoff_seconds(attempts: int, first: float = BASE_BACKOFF_SECONDS) -> float:
+    """The wait after the ``attempts``-th failed attempt: 30 s, 60 s, 120 s … at most 1 h
+    (``first``: the first wait, ``ECRM_ACTION_RETRY_SECONDS``)."""
+    return float(min(first * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
 
 
 def enqueue(
@@ -391,7 +392,12 @@ def mark_suppressed(
 
 
 def record_transient(
-    session: Session, action: Action, error: str, *, now: datetime | None = None
+    session: Session,
+    action: Action,
+    error: str,
+    *,
+    now: datetime | None = None,
+    first_backoff: float = BASE_BACKOFF_SECONDS,
 ) -> str:
     """A failed attempt worth retrying: due again after the backoff, or ``failed`` when the
     attempts are used up. Returns the new status."""
@@ -401,7 +407,7 @@ def record_transient(
         _announce(session, action, MESSAGE_FAILED)
         return FAILED
     action.status = QUEUED
-    action.due_at = now + timedelta(seconds=backoff_seconds(action.attempts))
+    action.due_at = now + timedelta(seconds=backoff_seconds(action.attempts, first_backoff))
     action.lease_until = None
     action.last_error = error[:2000]
     action.updated_at = now

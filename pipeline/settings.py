@@ -73,6 +73,8 @@ class Settings:
     #: ``validate``: a batch is mapped, validated, normalized and appended to the event log
     #: before the answer; ``spool``: checked for shape and stored raw, expanded by a worker
     ingest_mode: str = "validate"
+    #: the first wait before an email or SMS refused for now is tried again (doubling)
+    action_retry_seconds: float = 30.0
     #: requests a second per write key in each API process (0: no limit), and the burst
     rate_limit: float = 0.0
     rate_burst: int = 100
@@ -427,6 +429,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(env, "ECRM_MAX_REQUEST_BYTES", 512 * 1024, 1024, 64 * 1024**2),
         max_event_bytes=_int(env, "ECRM_MAX_EVENT_BYTES", 32 * 1024, 256, 16 * 1024**2),
         ingest_mode=ingest_mode,
+        action_retry_seconds=_float(env, "ECRM_ACTION_RETRY_SECONDS", 30.0, 0.1),
         rate_limit=_float(env, "ECRM_RATE_LIMIT", 0.0, 0.0),
         rate_burst=_int(env, "ECRM_RATE_BURST", 100, 1, 1_000_000),
         key_refresh_seconds=_float(env, "ECRM_KEY_REFRESH_SECONDS", 5.0, 0.0),

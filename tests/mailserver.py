@@ -19,6 +19,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -134,6 +135,7 @@ service imap-login {{
             [DOVECOT, "-F", "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: see restart
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -147,9 +149,13 @@ service imap-login {{
 
     def restart(self, pause: float = 1.0) -> None:
         """Kill the server (SIGKILL: every session drops mid-command) and start it again on
-        the same port with the same mail, as a crashed and restarted server would be."""
+        the same port with the same mail, as a crashed and restarted server would be.
+
+        The whole process group: an ``imap`` process outlives its master and would go on
+        serving the session it has, so killing the master alone drops nobody.
+        """
         assert self.process is not None
-        self.process.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         deadline = time.monotonic() + 15
         while self._listening() and time.monotonic() < deadline:  # its login processes

@@ -189,7 +189,8 @@ def _send(runtime: Runtime, delivery: Delivery) -> str:
 def _record_transient(runtime: Runtime, action_id: str, error: str) -> str:
     with runtime.db.write() as session:
         action = _reload(session, action_id)
-        status = actions.record_transient(session, action, error)
+        first = runtime.settings.action_retry_seconds
+        status = actions.record_transient(session, action, error, first_backoff=first)
         if status == actions.FAILED:
             failure = _failure_record(action, action.last_error or error)
             _append(session, runtime, action.workspace_id, failure)

@@ -94,6 +94,7 @@ def test_smtp_refusals_and_failing_or_hanging_receivers_change_no_effect(
             ECRM_WEBHOOK_ALLOW_PRIVATE="1",
             ECRM_WEBHOOK_RETRY_SCHEDULE="0,1,1,1,1,1,1,1",
             ECRM_WEBHOOK_TIMEOUT="1",
+            ECRM_ACTION_RETRY_SECONDS="2",
         )
         hub.launch(("serve",), ("scheduler",), ("worker",), ("worker", "--webhooks"))
         admin = hub.admin()
@@ -140,7 +141,7 @@ def test_smtp_refusals_and_failing_or_hanging_receivers_change_no_effect(
                 return len(tagged) == len(buyers)
 
             wait_for(buyers_tagged, hub, "every buyer's final state at the receiver", 120)
-            # transient SMTP failures wait a backoff (30 s) before the next attempt
+            # transient SMTP failures wait a backoff (ECRM_ACTION_RETRY_SECONDS) before the next try
             wait_for(
                 lambda: all(a["status"] in ("sent", "failed") for a in queued_actions()),
                 hub,
