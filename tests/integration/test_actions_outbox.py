@@ -106,3 +106,5 @@ def test_backoff_doubles_from_30_seconds_up_to_an_hour() -> None:
         3600,
         3600,
     ]
+    # ECRM_ACTION_RETRY_SECONDS sets the first wait; the cap stays an hour
+    assert [backoff_seconds(n, 2.0) for n in (1, 2, 3, 12)] == [2, 4, 8, 3600]

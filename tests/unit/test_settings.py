@@ -20,6 +20,13 @@ def test_defaults_live_in_ecrm_home(tmp_path: Path) -> None:
     assert settings.is_sqlite and settings.is_embedded_broker
 
 
+def test_ingest_mode_and_action_retry() -> None:
+    defaults = load_settings({})
+    assert (defaults.ingest_mode, defaults.action_retry_seconds) == ("validate", 30.0)
+    chosen = load_settings({"ECRM_INGEST_MODE": "Spool", "ECRM_ACTION_RETRY_SECONDS": "2.5"})
+    assert (chosen.ingest_mode, chosen.action_retry_seconds) == ("spool", 2.5)
+
+
 def test_postgres_url_gets_psycopg3_driver() -> None:
     settings = load_settings({"ECRM_DATABASE_URL": "postgresql://u:secret@db/hub"})
     assert settings.database_url.startswith("postgresql+psycopg://")
@@ -54,6 +61,9 @@ def test_postgres_url_gets_psycopg3_driver() -> None:
         ({"ECRM_WEBHOOK_TIMEOUT": "0"}, "ECRM_WEBHOOK_TIMEOUT"),
         ({"ECRM_WEBHOOK_TIMEOUT": "600"}, "ECRM_WEBHOOK_TIMEOUT"),
         ({"ECRM_WEBHOOK_ALLOW_PRIVATE": "maybe"}, "ECRM_WEBHOOK_ALLOW_PRIVATE"),
+        ({"ECRM_INGEST_MODE": "fast"}, "ECRM_INGEST_MODE"),
+        ({"ECRM_ACTION_RETRY_SECONDS": "0"}, "ECRM_ACTION_RETRY_SECONDS"),
+        ({"ECRM_ACTION_RETRY_SECONDS": "soon"}, "ECRM_ACTION_RETRY_SECONDS"),
     ],
 )
 def test_malformed_values_are_one_clear_line(env: dict[str, str], needle: str) -> None:
