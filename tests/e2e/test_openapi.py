@@ -29,7 +29,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-#: examples per operation and mode (59 operations: about a minute for both modes)
+#: examples per operation and mode (63 operations: about a minute for both modes)
 EXAMPLES = 12
 INGEST = (
     "/v1/track",
