@@ -82,13 +82,24 @@ def rabbit_url() -> Iterator[str]:
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
+LOCK = "ecrm:test:lock"
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """An empty Redis database number (1-15), flushed afterwards."""
+    """An empty Redis database number (1-15), flushed afterwards.
+
+    A number is taken by setting its lock key; whatever else is in it then is left over
+    (a hub's beat can publish to its queues after a test's teardown flushed them, since
+    this fixture ends before ``hub_factory`` stops the hub), and is deleted.
+    """
     client = redis.Redis.from_url(REDIS_URL)
     for number in range(15, 0, -1):
         probe = redis.Redis.from_url(f"{REDIS_URL}/{number}")
-        if probe.dbsize() == 0 and probe.set("ecrm:test:lock", "1", nx=True, ex=3600):
+        if probe.set(LOCK, "1", nx=True, ex=3600):
+            for key in probe.scan_iter():
+                if key != LOCK.encode():
+                    probe.delete(key)
             break
     else:
         pytest.fail("no free Redis database number")

@@ -135,10 +135,10 @@ class GroupWriter:
                     results = append(session, workspace, prepared)
             except Exception as exc:  # the database failed: every request of the group does
                 log.error("ingest_failed", workspace=workspace, error=str(exc))
-                for request in requests:
-                    _resolve(request, exc)
+                _resolve([(request, exc) for request in requests])
                 continue
             start = 0
+            settled: list[tuple[_Request, list[IngestResult] | BaseException]] = []
             for request in requests:
                 own = _renumber(results[start : start + len(request.touchpoints)], start)
                 start += len(request.touchpoints)
@@ -146,7 +146,8 @@ class GroupWriter:
                     self._on_commit(workspace, request.touchpoints, own)
                 except Exception as exc:  # bookkeeping (metrics) must never lose a result
                     log.error("ingest_commit_hook_failed", error=str(exc))
-                _resolve(request, own)
+                settled.append((request, own))
+            _resolve(settled)
 
     def _spool(self, workspace: str, requests: list[_Request]) -> None:
         """Store spooled requests in one transaction, under one batch."""
@@ -156,16 +157,14 @@ class GroupWriter:
                 spool(session, workspace, items)
         except Exception as exc:  # the database failed: every request of the group does
             log.error("spool_failed", workspace=workspace, error=str(exc))
-            for request in requests:
-                _resolve(request, exc)
+            _resolve([(request, exc) for request in requests])
             return
         if self._on_spooled is not None:
             try:
                 self._on_spooled(workspace, sum(item.count for item in items))
             except Exception as exc:  # bookkeeping (metrics) must never lose a result
                 log.error("ingest_commit_hook_failed", error=str(exc))
-        for request in requests:
-            _resolve(request, [])
+        _resolve([(request, []) for request in requests])
 
 
 def _renumber(results: Sequence[IngestResult], offset: int) -> list[IngestResult]:
@@ -177,16 +176,24 @@ def _renumber(results: Sequence[IngestResult], offset: int) -> list[IngestResult
     ]
 
 
-def _resolve(request: _Request, outcome: list[IngestResult] | BaseException) -> None:
-    def settle() -> None:
-        if request.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            request.future.set_exception(outcome)
-        else:
-            request.future.set_result(outcome)
+def _resolve(outcomes: Sequence[tuple[_Request, list[IngestResult] | BaseException]]) -> None:
+    """Hand each request its outcome: one wake-up per event loop for the whole group,
+    not one per request (each is a write to the loop's self-pipe and a GIL hand-off)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for request, outcome in outcomes:
+        by_loop.setdefault(request.loop, []).append((request, outcome))
 
-    request.loop.call_soon_threadsafe(settle)
+    def settle(pairs: list[tuple[_Request, list[IngestResult] | BaseException]]) -> None:
+        for request, outcome in pairs:
+            if request.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+
+    for loop, pairs in by_loop.items():
+        loop.call_soon_threadsafe(settle, pairs)
 
 
 __all__ = ["GroupWriter"]

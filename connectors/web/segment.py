@@ -124,37 +124,28 @@ def shape_problem(message: Any) -> tuple[str, str] | None:
     """
     if type(message) is not dict:
         return "body", "each message must be a JSON object"
+    if _plainly_valid(message):
+        return None
     get = message.get
     kind = get("type")
-    if kind not in _TYPE_SET:
+    if type(kind) is not str or kind not in _TYPE_SET:
         return "type", f"must be one of {', '.join(SEGMENT_TYPES)}"
-    if _plain(get("userId"), get("anonymousId"), get("messageId")) and kind != "alias":
-        # the common case, checked with few calls: a string id, a string messageId or none
-        if kind == "track" and not _named(get("event")):
-            return "event", "track needs an event name (with letters or digits)"
-        for field in _OBJECT_FIELDS:
-            value = get(field)
-            if value is not None and type(value) is not dict:
-                return field, "must be an object"
-        for field in _TIME_FIELDS:
-            value = get(field)
-            if value is not None and type(value) is not str:
-                return field, "must be an ISO-8601 string"
-        return None
+    # the same checks in the same order as to_touchpoint, so the same field is named
     try:
-        if _id(message, "userId") is None and _id(message, "anonymousId") is None:
+        user_id, anonymous_id = _id(message, "userId"), _id(message, "anonymousId")
+        if user_id is None and anonymous_id is None:
             return "userId", "userId or anonymousId is required"
-        _id(message, "messageId")
+        for field in _OBJECT_FIELDS:
+            value = get(field) if field != "traits" or kind in _WITH_TRAITS else None
+            if value is not None and not isinstance(value, dict):
+                return field, "must be an object"
         if kind == "alias" and _id(message, "previousId") is None:
             return "previousId", "alias needs the previous id"
+        if kind == "track" and not _named(get("event")):
+            return "event", "track needs an event name (with letters or digits)"
+        _id(message, "messageId")
     except SegmentMessageError as exc:
         return exc.field, exc.reason
-    if kind == "track" and not _named(get("event")):
-        return "event", "track needs an event name (with letters or digits)"
-    for field in _OBJECT_FIELDS:
-        value = get(field)
-        if value is not None and not isinstance(value, dict):
-            return field, "must be an object"
     for field in _TIME_FIELDS:
         value = get(field)
         if value is not None and not isinstance(value, str):
@@ -163,18 +154,57 @@ def shape_problem(message: Any) -> tuple[str, str] | None:
 
 
 _TYPE_SET = frozenset(SEGMENT_TYPES)
+#: the types whose ``traits`` are read (others take ``context.traits``)
+_WITH_TRAITS = frozenset({"identify", "group"})
 _OBJECT_FIELDS = ("context", "traits", "properties")
-_TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
+_TIME_FIELDS = ("sentAt", "originalTimestamp", "timestamp")  # the order occurred_at reads
 
 
-def _plain(user_id: Any, anonymous_id: Any, message_id: Any) -> bool:
-    """A non-empty string user or anonymous id (neither of another type), and a string
-    ``messageId`` or none: what almost every client sends."""
-    if message_id is not None and type(message_id) is not str:
+#: track event names already mapped once (a shop sends a few dozen, over and over)
+_KNOWN_NAMES: set[str] = set()
+_NO_ALIAS = frozenset(SEGMENT_TYPES) - {"alias"}
+_NOTHING = (None,)
+
+
+def _plainly_valid(message: dict[str, Any]) -> bool:
+    """The common case, in few operations: a known type other than alias, string ids (one
+    of userId and anonymousId non-empty), a known event name, objects and strings where
+    they belong. ``False`` only means "look closer" (:func:`shape_problem` does)."""
+    get = message.get
+    kind = get("type")
+    if type(kind) is not str or kind not in _NO_ALIAS:  # a list or dict is not hashable
         return False
-    user_ok = user_id is None or type(user_id) is str
-    anonymous_ok = anonymous_id is None or type(anonymous_id) is str
-    return user_ok and anonymous_ok and bool(user_id or anonymous_id)
+    user, anonymous, message_id = get("userId"), get("anonymousId"), get("messageId")
+    if not (
+        (user is None or type(user) is str)
+        and (anonymous is None or type(anonymous) is str)
+        and (user or anonymous)
+        and (message_id is None or type(message_id) is str)
+    ):
+        return False
+    if kind == "track":
+        name = get("event")
+        if not isinstance(name, str):
+            return False
+        if name not in _KNOWN_NAMES:
+            if not _named(name):
+                return False
+            if len(_KNOWN_NAMES) < 4096:
+                _KNOWN_NAMES.add(name)
+    context, properties = get("context"), get("properties")
+    traits = get("traits") if kind in _WITH_TRAITS else None  # elsewhere not read
+    if not (
+        (context is None or type(context) is dict)
+        and (traits is None or type(traits) is dict)
+        and (properties is None or type(properties) is dict)
+    ):
+        return False
+    timestamp, sent, original = get("timestamp"), get("sentAt"), get("originalTimestamp")
+    return (
+        (timestamp is None or type(timestamp) is str)
+        and (sent is None or type(sent) is str)
+        and (original is None or type(original) is str)
+    )
 
 
 def _named(name: Any) -> bool:

@@ -40,7 +40,7 @@ from connectors.webhooks.models import (
     WebhookEndpoint,
 )
 from connectors.webhooks.signing import new_message_id
-from pipeline.db import in_list
+from pipeline.db import dialect_insert, in_list
 
 CREATED = "profile.created"
 UPDATED = "profile.updated"
@@ -116,11 +116,14 @@ def cursor(session: Session, workspace_id: str) -> int | None:
 
 def advance(session: Session, workspace_id: str, seen: int | None, to: int, now: datetime) -> bool:
     """Move the cursor from ``seen`` to ``to``; False if another dispatcher moved it first."""
-    if seen is None:
-        session.execute(
-            insert(WebhookCursor).values(workspace_id=workspace_id, change_id=to, updated_at=now)
+    if seen is None:  # two first fan-outs at once: the second waits, then inserts nothing
+        created = session.execute(
+            dialect_insert(session)(WebhookCursor)
+            .values(workspace_id=workspace_id, change_id=to, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["workspace_id"])
+            .returning(WebhookCursor.workspace_id)
         )
-        return True
+        return created.scalar_one_or_none() is not None
     moved = session.execute(
         update(WebhookCursor)
         .where(WebhookCursor.workspace_id == workspace_id, WebhookCursor.change_id == seen)

@@ -94,7 +94,8 @@ def test_spooled_events_from_the_segment_client_become_a_profile(hub_factory: An
 
 
 def test_an_answered_spooled_request_survives_a_kill_of_the_api(hub_factory: Any) -> None:
-    hub = hub_factory("sqlite", ECRM_INGEST_MODE="spool")
+    # a kill between the relay's claim and its publish leaves a batch due after its lease
+    hub = hub_factory("sqlite", ECRM_INGEST_MODE="spool", ECRM_BATCH_LEASE_SECONDS="3")
     hub.launch(("serve",))  # no worker, no scheduler: nothing is expanded yet
     user = f"kill-{uuid.uuid4().hex[:8]}"
     messages = [

@@ -445,3 +445,15 @@ def test_deleting_an_endpoint_removes_its_delivery_log(any_db: Database) -> None
     assert deliveries(any_db, endpoint_id) == []
     with any_db.read() as session:
         assert session.scalars(select(WebhookAttempt)).all() == []
+
+
+def test_two_first_fan_outs_move_the_cursor_once(any_db: Database) -> None:
+    """Both saw no cursor; the second's insert is not an error (it was a UniqueViolation
+    in the soak benchmark's worker log), it reports that another dispatcher moved first."""
+    now = datetime.now(UTC)
+    with any_db.write() as session:
+        assert advance(session, "default", None, 5, now)
+    with any_db.write() as session:
+        assert not advance(session, "default", None, 7, now)
+    with any_db.read() as session:
+        assert cursor(session, "default") == 5

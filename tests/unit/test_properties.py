@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from connectors.pos.transactions import parse_transaction
 from connectors.web import SegmentMessageError, to_touchpoint
+from connectors.web.segment import SEGMENT_TYPES, shape_problem
 from identity.matching import DEFAULT_FIELDS, blocking_keys, level_of
 from personalization.rules import check_rule_set
 from personalization.rules.schema import RuleSetInvalid
@@ -185,6 +186,49 @@ def test_any_segment_message_maps_or_names_its_field(message: Any) -> None:
         assert exc.field and str(exc)
         return
     assert fields["identifiers"], fields
+
+
+_odd = st.none() | st.booleans() | st.integers() | st.floats() | st.lists(st.none(), max_size=1)
+_ids = st.none() | st.text(max_size=5) | st.integers(-5, 5) | _odd
+_objects = st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | _odd
+_times = st.none() | st.sampled_from(["2026-01-01T10:00:00Z", "soon", ""]) | _odd
+
+
+@SETTINGS
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from([*SEGMENT_TYPES, "jump"]) | _odd,
+            "userId": _ids,
+            "anonymousId": _ids,
+            "messageId": _ids,
+            "previousId": _ids,
+            "event": st.none() | st.sampled_from(["Order Completed", "!!", " ", "x"]) | _odd,
+            "context": _objects,
+            "traits": _objects,
+            "properties": _objects,
+            "timestamp": _times,
+            "sentAt": _times,
+            "originalTimestamp": _times,
+        },
+    )
+)
+def test_the_spool_door_refuses_exactly_what_mapping_would(message: dict[str, Any]) -> None:
+    """Spool mode answers from ``shape_problem``; the worker maps with ``to_touchpoint``
+    later. What the door lets in maps (but for a timestamp's text, read only then), and
+    what it refuses would have been refused, with the same field."""
+    problem = shape_problem(message)
+    try:
+        to_touchpoint(message, received_at=datetime.now(UTC), default_region="US")
+    except SegmentMessageError as exc:
+        if problem is None:
+            assert exc.field in ("timestamp", "sentAt", "originalTimestamp"), exc
+            assert isinstance(message[exc.field], str)
+        else:
+            assert problem[0] == exc.field, (problem, exc)
+        return
+    assert problem is None, problem
 
 
 @SETTINGS
